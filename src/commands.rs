@@ -1,0 +1,185 @@
+//! commands: what each CLI subcommand does, wiring the stages together. Printing is left to
+//! [`crate::output`].
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{AnalyzeArgs, IngestArgs, RunArgs};
+use crate::config::Config;
+use crate::embed::{embed_missing, Embedder, FastEmbedder};
+use crate::index::EmbeddedIndex;
+use crate::infer::OpenAiClient;
+use crate::ingest::{ingest_file, IngestError, IngestOptions, IngestReport};
+use crate::metrics::RunSummary;
+use crate::output::{self, Progress};
+use crate::pipeline::{restaurants, Pipeline};
+use crate::plan::Prompts;
+use crate::store::{open_connection, results, Store};
+
+/// Documented exit codes (also in `palate run --help` and the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const PARTIAL: u8 = 3;
+    pub const LOCKED: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// Texts embedded per round trip to the embedding thread and the store.
+const EMBED_CHUNK: usize = 256;
+
+pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let mut conn = open_connection(&cfg.database)?;
+    let opts = IngestOptions { max_review_bytes: cfg.max_review_bytes, rejects_dir: cfg.rejects_dir.clone() };
+    let mut code = exit::OK;
+    for f in &args.files {
+        match ingest_file(&mut conn, f, &opts) {
+            Ok(r) => output::ingest_report(&r),
+            Err(e) => {
+                output::error(&e);
+                code = exit::ERROR;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// Holds `<database>.lock` for the life of a run so two runs never overlap.
+fn lock(db: &Path) -> anyhow::Result<Option<File>> {
+    let path = PathBuf::from(format!("{}.lock", db.display()));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let f = File::create(&path).with_context(|| format!("creating lock file {}", path.display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
+async fn ingest_inputs(store: &Store, cfg: &Config) -> (Vec<IngestReport>, Vec<IngestError>) {
+    let opts = IngestOptions { max_review_bytes: cfg.max_review_bytes, rejects_dir: cfg.rejects_dir.clone() };
+    let (mut ok, mut bad) = (Vec::new(), Vec::new());
+    for f in cfg.inputs.clone() {
+        let o = opts.clone();
+        match store.call(move |c| Ok(ingest_file(c, &f, &o))).await {
+            Ok(Ok(r)) => ok.push(r),
+            Ok(Err(e)) => bad.push(e),
+            Err(e) => bad.push(e.into()),
+        }
+    }
+    (ok, bad)
+}
+
+/// Loads everything a pipeline needs: prompts, embedder (and embeds what is missing), LLM client.
+async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Result<Arc<Pipeline>> {
+    let prompts = Prompts::load(&cfg.llm.prompts_dir)?;
+    let embedder = FastEmbedder::load(&cfg.embed).await?;
+    let t = Instant::now();
+    let n = embed_missing(&store, &embedder, only, EMBED_CHUNK).await?;
+    if n > 0 {
+        let secs = t.elapsed().as_secs_f64();
+        tracing::info!(embedded = n, secs, per_s = n as f64 / secs, "embedded new reviews");
+    }
+    let llm = OpenAiClient::new(&cfg.llm)?;
+    llm.warm_up().await?;
+    let embed_model_id = embedder.model_id().to_string();
+    let index = Arc::new(EmbeddedIndex::new(store.clone(), &embed_model_id));
+    Ok(Arc::new(Pipeline { cfg, store, index, llm: Arc::new(llm), prompts, embed_model_id }))
+}
+
+pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let Some(_lock) = lock(&cfg.database)? else {
+        output::line(&format!("another palate run holds {}.lock; not starting", cfg.database.display()));
+        return Ok(exit::LOCKED);
+    };
+    let wall = Instant::now();
+    let store = Store::open(&cfg.database)?;
+    let (reports, input_errors) = ingest_inputs(&store, &cfg).await;
+    reports.iter().for_each(output::ingest_report);
+    input_errors.iter().for_each(|e| output::error(e));
+    let config_json = format!("{cfg:?}");
+    let (name, model) = (cfg.name.clone(), cfg.llm.model.clone());
+    let p = pipeline(cfg, store.clone(), None).await?;
+    let run_id = store.call(move |c| results::start_run(c, &name, "run", &model, &config_json)).await?;
+    let list = restaurants(&store).await?;
+    let summary = analyse(&p, run_id, list, args.force, cancel.clone(), wall).await?;
+    output::summary(&summary);
+    Ok(if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if summary.restaurants_failed > 0 || !input_errors.is_empty() {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+
+async fn analyse(
+    p: &Arc<Pipeline>,
+    run_id: i64,
+    list: Vec<crate::store::reviews::RestaurantRow>,
+    force: bool,
+    cancel: CancellationToken,
+    wall: Instant,
+) -> anyhow::Result<RunSummary> {
+    let progress = Progress::new(list.len() as u64);
+    let mut summary = p
+        .analyse_all(run_id, list, force, cancel.clone(), |id, outcome| {
+            progress.restaurant(id, outcome);
+        })
+        .await;
+    progress.finish();
+    summary.wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
+    let status = if cancel.is_cancelled() {
+        "interrupted"
+    } else if summary.restaurants_failed > 0 {
+        "completed_with_failures"
+    } else {
+        "completed"
+    };
+    let s = summary.clone();
+    p.store.call(move |c| results::finish_run(c, run_id, status, &s)).await?;
+    Ok(summary)
+}
+
+pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let wall = Instant::now();
+    let store = Store::open(&cfg.database)?;
+    let id = args.restaurant_id.clone();
+    let Some(row) = store.call(move |c| crate::store::reviews::restaurant(c, &id)).await? else {
+        anyhow::bail!(
+            "restaurant {:?} is not in {}: ingest its reviews first (palate ingest FILE)",
+            args.restaurant_id,
+            cfg.database.display()
+        );
+    };
+    let (name, model, config_json) = (cfg.name.clone(), cfg.llm.model.clone(), format!("{cfg:?}"));
+    let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
+    let run_id = store.call(move |c| results::start_run(c, &name, "analyze", &model, &config_json)).await?;
+    let key = p.result_key(&row);
+    let summary = analyse(&p, run_id, vec![row], args.force, cancel.clone(), wall).await?;
+    let stored = store.call(move |c| results::results_for(c, &key)).await?;
+    if args.json {
+        output::results_json(&args.restaurant_id, &stored)?;
+    } else {
+        output::results_text(&args.restaurant_id, &stored);
+    }
+    output::summary(&summary);
+    Ok(if cancel.is_cancelled() {
+        exit::INTERRUPTED
+    } else if stored.iter().any(|r| r.status != "ok") {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
+

@@ -1,0 +1,377 @@
+//! config: a job file (`jobs/*.toml`) plus flags and environment variables, validated into one
+//! [`Config`]. Relative paths in a job file are taken from the directory palate runs in (the
+//! repository root in the README's commands).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::JobArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read job file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("job file {path} is invalid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The job file as written. Every section and field has a default except the inputs.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobFile {
+    pub job: JobSection,
+    pub embed: EmbedSection,
+    pub select: SelectSection,
+    pub llm: LlmSection,
+    pub sla: SlaSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobSection {
+    /// Name recorded with each run.
+    pub name: String,
+    /// SQLite database holding reviews, embeddings, results and metrics.
+    pub database: PathBuf,
+    /// CSV or JSONL review files ingested at the start of `palate run`.
+    pub inputs: Vec<PathBuf>,
+    /// Folder for `<input>.rejects.jsonl` files.
+    pub rejects_dir: PathBuf,
+    /// Reviews longer than this (bytes of UTF-8) are rejected at ingest.
+    pub max_review_bytes: usize,
+    /// Restaurants analysed at the same time (their requests share `llm.max_in_flight`).
+    pub restaurant_concurrency: usize,
+}
+
+impl Default for JobSection {
+    fn default() -> Self {
+        Self {
+            name: "adhoc".into(),
+            database: "out/palate.db".into(),
+            inputs: Vec::new(),
+            rejects_dir: "out/rejects".into(),
+            max_review_bytes: 4000,
+            restaurant_concurrency: 4,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedSection {
+    /// Folder with model.onnx, tokenizer.json, config.json, special_tokens_map.json,
+    /// tokenizer_config.json (made by `scripts/setup.sh embed`).
+    pub model_dir: PathBuf,
+    /// Identifies the model in the embedding cache: change it when the model changes.
+    pub model_id: String,
+    /// ONNX Runtime shared library (`libonnxruntime.so.*`).
+    pub ort_dylib: PathBuf,
+    /// Texts per ONNX call; batches are sorted by length so padding stays small.
+    pub batch_size: usize,
+    /// ONNX intra-op threads (0 = all cores).
+    pub threads: usize,
+}
+
+impl Default for EmbedSection {
+    fn default() -> Self {
+        Self {
+            model_dir: ".cache/models/me5".into(),
+            model_id: "multilingual-e5-small-q4".into(),
+            ort_dylib: ".cache/onnxruntime/libonnxruntime.so.1.24.4".into(),
+            batch_size: 32,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelectSection {
+    /// Representative reviews: the K nearest the restaurant's centroid.
+    pub k: usize,
+    /// Extra diverse reviews chosen by MMR after the K representative ones.
+    pub diverse: usize,
+    /// MMR trade-off: 1.0 = pure relevance to the centroid, 0.0 = pure diversity.
+    pub lambda: f32,
+}
+
+impl Default for SelectSection {
+    fn default() -> Self {
+        Self { k: 8, diverse: 4, lambda: 0.5 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LlmSection {
+    /// OpenAI-compatible base URLs, e.g. `http://10.0.0.5:8000/v1`.
+    pub endpoints: Vec<String>,
+    /// Model name sent in each request (vLLM's `--served-model-name`).
+    pub model: String,
+    /// Requests in flight at once, over all restaurants.
+    pub max_in_flight: usize,
+    pub connect_timeout_s: f64,
+    /// Longest silence allowed while reading a response (stream chunks included).
+    pub read_timeout_s: f64,
+    /// Longest a whole request may take.
+    pub request_timeout_s: f64,
+    pub temperature: f32,
+    pub max_tokens_sentiment: u32,
+    pub max_tokens_summary: u32,
+    pub max_tokens_strengths: u32,
+    /// Folder with the prompt files.
+    pub prompts_dir: PathBuf,
+    /// API key sent as a bearer token (vLLM `--api-key`); usually set by `PALATE_API_KEY`.
+    pub api_key: Option<String>,
+}
+
+impl Default for LlmSection {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:8080/v1".into()],
+            model: "default".into(),
+            max_in_flight: 8,
+            connect_timeout_s: 5.0,
+            read_timeout_s: 120.0,
+            request_timeout_s: 600.0,
+            temperature: 0.0,
+            max_tokens_sentiment: 400,
+            max_tokens_summary: 400,
+            max_tokens_strengths: 400,
+            prompts_dir: "prompts".into(),
+            api_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlaSection {
+    /// Time to first token a request must meet to count as good.
+    pub ttft_ms: f64,
+    /// Time per output token a request must meet to count as good.
+    pub tpot_ms: f64,
+}
+
+impl Default for SlaSection {
+    fn default() -> Self {
+        Self { ttft_ms: 2000.0, tpot_ms: 100.0 }
+    }
+}
+
+/// Everything a command needs, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub name: String,
+    pub database: PathBuf,
+    pub inputs: Vec<PathBuf>,
+    pub rejects_dir: PathBuf,
+    pub max_review_bytes: usize,
+    pub restaurant_concurrency: usize,
+    pub embed: EmbedConfig,
+    pub select: SelectConfig,
+    pub llm: LlmConfig,
+    pub sla: SlaConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedConfig {
+    pub model_dir: PathBuf,
+    pub model_id: String,
+    pub ort_dylib: PathBuf,
+    pub batch_size: usize,
+    pub threads: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct SelectConfig {
+    pub k: usize,
+    pub diverse: usize,
+    pub lambda: f32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub endpoints: Vec<String>,
+    pub model: String,
+    pub max_in_flight: usize,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub request_timeout: Duration,
+    pub temperature: f32,
+    pub max_tokens: MaxTokens,
+    pub prompts_dir: PathBuf,
+    pub api_key: Option<String>,
+}
+
+/// Output budget per analysis kind; a reply cut at this budget is a failure, never a result.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxTokens {
+    pub sentiment: u32,
+    pub summary: u32,
+    pub strengths: u32,
+}
+
+/// SLA thresholds used for goodput.
+#[derive(Debug, Clone, Copy)]
+pub struct SlaConfig {
+    pub ttft_ms: f64,
+    pub tpot_ms: f64,
+}
+
+impl JobFile {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text)
+            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+    }
+}
+
+impl Config {
+    /// Job file (if any) overridden by flags and environment variables, then validated.
+    pub fn from_args(args: &JobArgs) -> Result<Self, ConfigError> {
+        let mut file = match &args.job {
+            Some(path) => JobFile::load(path)?,
+            None => JobFile::default(),
+        };
+        apply_overrides(&mut file, args);
+        Self::validate(file)
+    }
+
+    fn validate(f: JobFile) -> Result<Self, ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if f.llm.endpoints.is_empty() {
+            return bad("llm.endpoints is empty: give at least one OpenAI-compatible base URL");
+        }
+        for e in &f.llm.endpoints {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "llm endpoint {e:?} must start with http:// or https://"
+                )));
+            }
+        }
+        if f.llm.max_in_flight == 0 || f.job.restaurant_concurrency == 0 {
+            return bad("llm.max_in_flight and job.restaurant_concurrency must be at least 1");
+        }
+        if f.select.k == 0 {
+            return bad("select.k must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&f.select.lambda) {
+            return bad("select.lambda must be between 0 and 1");
+        }
+        if f.embed.batch_size == 0 {
+            return bad("embed.batch_size must be at least 1");
+        }
+        let secs = |s: f64, name: &str| {
+            if s.is_finite() && s > 0.0 {
+                Ok(Duration::from_secs_f64(s))
+            } else {
+                Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds")))
+            }
+        };
+        Ok(Self {
+            name: f.job.name,
+            database: f.job.database,
+            inputs: f.job.inputs,
+            rejects_dir: f.job.rejects_dir,
+            max_review_bytes: f.job.max_review_bytes,
+            restaurant_concurrency: f.job.restaurant_concurrency,
+            embed: EmbedConfig {
+                model_dir: f.embed.model_dir,
+                model_id: f.embed.model_id,
+                ort_dylib: f.embed.ort_dylib,
+                batch_size: f.embed.batch_size,
+                threads: f.embed.threads,
+            },
+            select: SelectConfig { k: f.select.k, diverse: f.select.diverse, lambda: f.select.lambda },
+            llm: LlmConfig {
+                connect_timeout: secs(f.llm.connect_timeout_s, "llm.connect_timeout_s")?,
+                read_timeout: secs(f.llm.read_timeout_s, "llm.read_timeout_s")?,
+                request_timeout: secs(f.llm.request_timeout_s, "llm.request_timeout_s")?,
+                endpoints: f.llm.endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+                model: f.llm.model,
+                max_in_flight: f.llm.max_in_flight,
+                temperature: f.llm.temperature,
+                max_tokens: MaxTokens {
+                    sentiment: f.llm.max_tokens_sentiment,
+                    summary: f.llm.max_tokens_summary,
+                    strengths: f.llm.max_tokens_strengths,
+                },
+                prompts_dir: f.llm.prompts_dir,
+                api_key: f.llm.api_key,
+            },
+            sla: SlaConfig { ttft_ms: f.sla.ttft_ms, tpot_ms: f.sla.tpot_ms },
+        })
+    }
+}
+
+fn apply_overrides(f: &mut JobFile, a: &JobArgs) {
+    if let Some(v) = &a.database {
+        f.job.database = v.clone();
+    }
+    if !a.input.is_empty() {
+        f.job.inputs = a.input.clone();
+    }
+    if !a.endpoint.is_empty() {
+        f.llm.endpoints = a.endpoint.clone();
+    }
+    if let Some(v) = &a.model {
+        f.llm.model = v.clone();
+    }
+    if let Some(v) = a.k {
+        f.select.k = v;
+    }
+    if let Some(v) = a.diverse {
+        f.select.diverse = v;
+    }
+    if let Some(v) = a.max_in_flight {
+        f.llm.max_in_flight = v;
+    }
+    if let Some(v) = a.restaurant_concurrency {
+        f.job.restaurant_concurrency = v;
+    }
+    if let Some(v) = &a.embed_model_dir {
+        f.embed.model_dir = v.clone();
+    }
+    if let Some(v) = &a.ort_dylib {
+        f.embed.ort_dylib = v.clone();
+    }
+    if let Some(v) = &a.api_key {
+        f.llm.api_key = Some(v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_and_nightly_jobs_parse_and_validate() {
+        for job in ["jobs/demo.toml", "jobs/nightly.toml"] {
+            let f = JobFile::load(Path::new(job)).unwrap();
+            let c = Config::validate(f).unwrap();
+            assert!(!c.inputs.is_empty(), "{job} has inputs");
+        }
+    }
+
+    #[test]
+    fn unknown_field_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[select]\nkk = 3\n").unwrap();
+        let e = JobFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("kk"), "{e}");
+    }
+
+    #[test]
+    fn lambda_out_of_range_is_rejected() {
+        let mut f = JobFile::default();
+        f.select.lambda = 1.5;
+        assert!(Config::validate(f).unwrap_err().to_string().contains("lambda"));
+    }
+}

@@ -1,0 +1,174 @@
+//! index: vector search per restaurant behind [`VectorIndex`]. The embedded default keeps vectors
+//! in palate's SQLite store and searches one restaurant's vectors exactly (they are L2-normalised,
+//! so cosine similarity is a dot product; 1,000 × 384 floats is well under a millisecond, and exact
+//! means recall 1.0). A Qdrant server fits behind the same trait when a catalogue outgrows one
+//! machine (server-side filtered search and its MMR query).
+
+use async_trait::async_trait;
+
+use crate::store::{reviews, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A review found by a search, with its similarity to the query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub review_id: String,
+    pub score: f32,
+}
+
+#[async_trait]
+pub trait VectorIndex: Send + Sync {
+    /// Mean of the restaurant's vectors, L2-normalised; `None` if it has none.
+    async fn centroid(&self, restaurant_id: &str) -> Result<Option<Vec<f32>>, IndexError>;
+    /// The `k` vectors most similar to `query`, best first.
+    async fn nearest(&self, restaurant_id: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError>;
+    /// `k` more vectors by maximal marginal relevance, never any in `exclude`: each pick maximises
+    /// `lambda * sim(query) - (1 - lambda) * max sim(already picked, excluded included)`.
+    async fn mmr(
+        &self,
+        restaurant_id: &str,
+        query: &[f32],
+        k: usize,
+        lambda: f32,
+        exclude: &[String],
+    ) -> Result<Vec<Hit>, IndexError>;
+}
+
+/// The embedded index: vectors from the store's embedding cache, searched exactly.
+pub struct EmbeddedIndex {
+    store: Store,
+    model_id: String,
+}
+
+impl EmbeddedIndex {
+    pub fn new(store: Store, model_id: &str) -> Self {
+        Self { store, model_id: model_id.to_string() }
+    }
+
+    async fn load(&self, restaurant_id: &str) -> Result<Vec<(String, Vec<f32>)>, IndexError> {
+        let (rid, model) = (restaurant_id.to_string(), self.model_id.clone());
+        Ok(self.store.call(move |c| reviews::restaurant_vectors(c, &rid, &model)).await?)
+    }
+}
+
+#[async_trait]
+impl VectorIndex for EmbeddedIndex {
+    async fn centroid(&self, restaurant_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
+        Ok(centroid(&self.load(restaurant_id).await?))
+    }
+
+    async fn nearest(&self, restaurant_id: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+        Ok(nearest(&self.load(restaurant_id).await?, query, k))
+    }
+
+    async fn mmr(
+        &self,
+        restaurant_id: &str,
+        query: &[f32],
+        k: usize,
+        lambda: f32,
+        exclude: &[String],
+    ) -> Result<Vec<Hit>, IndexError> {
+        Ok(mmr(&self.load(restaurant_id).await?, query, k, lambda, exclude))
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+pub fn centroid(items: &[(String, Vec<f32>)]) -> Option<Vec<f32>> {
+    let dim = items.first()?.1.len();
+    let mut c = vec![0f32; dim];
+    for (_, v) in items {
+        c.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+    }
+    Some(crate::embed::normalise(c))
+}
+
+/// Exact top-k by dot product; ties broken by review id so results are deterministic.
+pub fn nearest(items: &[(String, Vec<f32>)], query: &[f32], k: usize) -> Vec<Hit> {
+    let mut hits: Vec<Hit> =
+        items.iter().map(|(id, v)| Hit { review_id: id.clone(), score: dot(v, query) }).collect();
+    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.review_id.cmp(&b.review_id)));
+    hits.truncate(k);
+    hits
+}
+
+/// Classic greedy MMR over all of the restaurant's vectors (exact).
+pub fn mmr(items: &[(String, Vec<f32>)], query: &[f32], k: usize, lambda: f32, exclude: &[String]) -> Vec<Hit> {
+    let picked_vecs: Vec<&Vec<f32>> =
+        items.iter().filter(|(id, _)| exclude.contains(id)).map(|(_, v)| v).collect();
+    // Max similarity of each candidate to anything picked so far, updated after each pick.
+    let mut cands: Vec<(usize, f32, f32)> = items
+        .iter()
+        .enumerate()
+        .filter(|(_, (id, _))| !exclude.contains(id))
+        .map(|(i, (_, v))| {
+            let redundancy = picked_vecs.iter().map(|p| dot(v, p)).fold(f32::NEG_INFINITY, f32::max);
+            (i, dot(v, query), redundancy)
+        })
+        .collect();
+    let mut out = Vec::new();
+    while out.len() < k && !cands.is_empty() {
+        let score = |&(_, rel, red): &(usize, f32, f32)| {
+            let red = if red.is_finite() { red } else { 0.0 };
+            lambda * rel - (1.0 - lambda) * red
+        };
+        let best = (0..cands.len())
+            .max_by(|&a, &b| {
+                score(&cands[a])
+                    .total_cmp(&score(&cands[b]))
+                    .then_with(|| items[cands[b].0].0.cmp(&items[cands[a].0].0))
+            })
+            .unwrap_or(0);
+        let (i, rel, _) = cands.swap_remove(best);
+        let chosen = &items[i].1;
+        for c in cands.iter_mut() {
+            c.2 = c.2.max(dot(&items[c.0].1, chosen));
+        }
+        out.push(Hit { review_id: items[i].0.clone(), score: rel });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str, v: &[f32]) -> (String, Vec<f32>) {
+        (id.to_string(), crate::embed::normalise(v.to_vec()))
+    }
+
+    #[test]
+    fn nearest_is_exact_and_deterministic() {
+        let items = vec![item("a", &[1.0, 0.0]), item("b", &[0.0, 1.0]), item("c", &[1.0, 0.1]), item("d", &[1.0, 0.1])];
+        let hits = nearest(&items, &[1.0, 0.0], 3);
+        let ids: Vec<_> = hits.iter().map(|h| h.review_id.as_str()).collect();
+        assert_eq!(ids, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn mmr_prefers_a_different_review_over_a_near_duplicate() {
+        // "a" is already picked; "a2" is almost the same; "b" is different but less relevant.
+        let items = vec![item("a", &[1.0, 0.0]), item("a2", &[1.0, 0.02]), item("b", &[0.6, 0.8])];
+        let q = [1.0, 0.0];
+        let diverse = mmr(&items, &q, 1, 0.5, &["a".to_string()]);
+        assert_eq!(diverse[0].review_id, "b");
+        // Pure relevance (lambda = 1) takes the near duplicate.
+        let relevant = mmr(&items, &q, 1, 1.0, &["a".to_string()]);
+        assert_eq!(relevant[0].review_id, "a2");
+    }
+
+    #[test]
+    fn centroid_is_normalised_mean() {
+        let c = centroid(&[item("a", &[1.0, 0.0]), item("b", &[0.0, 1.0])]).unwrap();
+        assert!((c[0] - c[1]).abs() < 1e-6 && (dot(&c, &c) - 1.0).abs() < 1e-5);
+        assert!(centroid(&[]).is_none());
+    }
+}

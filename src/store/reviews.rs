@@ -1,0 +1,233 @@
+//! Reviews, restaurants and the embedding cache.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use sha2::{Digest, Sha256};
+
+use super::{now, StoreError};
+use crate::ingest::Review;
+
+/// What storing one valid row did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upsert {
+    Inserted,
+    /// Same id, same text: nothing changed (re-ingesting a file is a no-op).
+    Unchanged,
+    /// Same id, new text or fields: the review was edited.
+    Updated,
+    /// The id already belongs to another restaurant: the row is rejected.
+    OtherRestaurant(String),
+}
+
+/// Stores one review; `source` and `line` say where it came from.
+pub fn upsert_review(
+    tx: &Connection,
+    r: &Review,
+    source: &str,
+    line: u64,
+) -> Result<Upsert, StoreError> {
+    let existing: Option<(String, String, Option<f64>, Option<String>, Option<String>)> = tx
+        .query_row(
+            "SELECT restaurant_id, content_hash, rating, created_at, lang FROM reviews WHERE review_id = ?1",
+            [&r.review_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+        )
+        .optional()?;
+    let outcome = match existing {
+        Some((rid, _, _, _, _)) if rid != r.restaurant_id => return Ok(Upsert::OtherRestaurant(rid)),
+        Some((_, hash, rating, created, lang))
+            if hash == r.content_hash && rating == r.rating && created == r.created_at && lang == r.lang =>
+        {
+            return Ok(Upsert::Unchanged)
+        }
+        Some(_) => Upsert::Updated,
+        None => Upsert::Inserted,
+    };
+    tx.execute(
+        "INSERT INTO reviews (review_id, restaurant_id, text, rating, created_at, lang, content_hash,
+                              source_file, source_line, ingested_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (review_id) DO UPDATE SET text = excluded.text, rating = excluded.rating,
+             created_at = excluded.created_at, lang = excluded.lang, content_hash = excluded.content_hash,
+             source_file = excluded.source_file, source_line = excluded.source_line,
+             ingested_at = excluded.ingested_at",
+        params![
+            r.review_id, r.restaurant_id, r.text, r.rating, r.created_at, r.lang, r.content_hash,
+            source, line as i64, now()
+        ],
+    )?;
+    Ok(outcome)
+}
+
+/// Recomputes the input hash and review count of the given restaurants.
+pub fn refresh_restaurants(tx: &Connection, ids: &BTreeSet<String>) -> Result<(), StoreError> {
+    let mut q = tx.prepare(
+        "SELECT review_id, content_hash FROM reviews WHERE restaurant_id = ?1 ORDER BY review_id",
+    )?;
+    for id in ids {
+        let mut h = Sha256::new();
+        let mut n = 0i64;
+        let mut rows = q.query([id])?;
+        while let Some(row) = rows.next()? {
+            h.update(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.as_bytes());
+            h.update([0]);
+            h.update(row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?.as_bytes());
+            h.update([0]);
+            n += 1;
+        }
+        tx.execute(
+            "INSERT INTO restaurants (restaurant_id, input_hash, review_count, updated_at)
+             VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (restaurant_id) DO UPDATE SET input_hash = excluded.input_hash,
+                 review_count = excluded.review_count, updated_at = excluded.updated_at
+             WHERE restaurants.input_hash != excluded.input_hash",
+            params![id, hex(&h.finalize()), n, now()],
+        )?;
+    }
+    Ok(())
+}
+
+/// A restaurant as the pipeline sees it.
+#[derive(Debug, Clone)]
+pub struct RestaurantRow {
+    pub restaurant_id: String,
+    pub input_hash: String,
+    pub review_count: usize,
+}
+
+pub fn restaurants(conn: &Connection) -> Result<Vec<RestaurantRow>, StoreError> {
+    let mut q = conn.prepare(
+        "SELECT restaurant_id, input_hash, review_count FROM restaurants ORDER BY restaurant_id",
+    )?;
+    let rows = q.query_map([], |r| {
+        Ok(RestaurantRow {
+            restaurant_id: r.get(0)?,
+            input_hash: r.get(1)?,
+            review_count: r.get::<_, i64>(2)? as usize,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn restaurant(conn: &Connection, id: &str) -> Result<Option<RestaurantRow>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT restaurant_id, input_hash, review_count FROM restaurants WHERE restaurant_id = ?1",
+            [id],
+            |r| {
+                Ok(RestaurantRow {
+                    restaurant_id: r.get(0)?,
+                    input_hash: r.get(1)?,
+                    review_count: r.get::<_, i64>(2)? as usize,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// A stored review with what selection and prompts need.
+#[derive(Debug, Clone)]
+pub struct StoredReview {
+    pub review_id: String,
+    pub text: String,
+    pub content_hash: String,
+    pub lang: Option<String>,
+    pub rating: Option<f64>,
+}
+
+pub fn restaurant_reviews(conn: &Connection, id: &str) -> Result<Vec<StoredReview>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT review_id, text, content_hash, lang, rating FROM reviews
+         WHERE restaurant_id = ?1 ORDER BY review_id",
+    )?;
+    let rows = q.query_map([id], |r| {
+        Ok(StoredReview {
+            review_id: r.get(0)?,
+            text: r.get(1)?,
+            content_hash: r.get(2)?,
+            lang: r.get(3)?,
+            rating: r.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Up to `limit` distinct review texts that have no embedding for `model_id` yet, of one
+/// restaurant or (`None`) of all.
+pub fn missing_embeddings(
+    conn: &Connection,
+    model_id: &str,
+    restaurant_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT r.content_hash, MIN(r.text) FROM reviews r
+         LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?1
+         WHERE e.content_hash IS NULL AND (?2 IS NULL OR r.restaurant_id = ?2)
+         GROUP BY r.content_hash LIMIT ?3",
+    )?;
+    let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn put_embeddings(
+    conn: &mut Connection,
+    model_id: &str,
+    items: &[(String, Vec<f32>)],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut q = tx.prepare_cached(
+            "INSERT OR REPLACE INTO embeddings (content_hash, model_id, dim, vector, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        let at = now();
+        for (hash, v) in items {
+            q.execute(params![hash, model_id, v.len() as i64, to_blob(v), at])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The restaurant's review ids and embedding vectors for `model_id` (reviews not yet embedded
+/// are left out).
+pub fn restaurant_vectors(
+    conn: &Connection,
+    restaurant_id: &str,
+    model_id: &str,
+) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT r.review_id, e.vector FROM reviews r
+         JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?2
+         WHERE r.restaurant_id = ?1 ORDER BY r.review_id",
+    )?;
+    let rows = q.query_map(params![restaurant_id, model_id], |r| {
+        Ok((r.get::<_, String>(0)?, from_blob(r.get_ref(1)?.as_blob()?)))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn to_blob(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+pub fn from_blob(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_round_trip_is_exact() {
+        let v = vec![0.0f32, -1.5, 3.25e-7, f32::MAX];
+        assert_eq!(from_blob(&to_blob(&v)), v);
+    }
+}

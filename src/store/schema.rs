@@ -1,0 +1,139 @@
+//! Schema migrations. `PRAGMA user_version` holds the number of migrations applied; each entry of
+//! [`MIGRATIONS`] runs once, in order, in its own transaction. Never edit a released migration:
+//! append a new one.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: reviews, embeddings, runs, results, metrics.
+    r#"
+CREATE TABLE restaurants (
+    restaurant_id TEXT PRIMARY KEY,
+    input_hash    TEXT NOT NULL,      -- sha256 over its (review_id, content_hash) pairs, sorted
+    review_count  INTEGER NOT NULL,
+    updated_at    TEXT NOT NULL
+);
+CREATE TABLE reviews (
+    review_id     TEXT PRIMARY KEY,
+    restaurant_id TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    rating        REAL,
+    created_at    TEXT,
+    lang          TEXT,
+    content_hash  TEXT NOT NULL,      -- sha256 of text
+    source_file   TEXT NOT NULL,
+    source_line   INTEGER NOT NULL,
+    ingested_at   TEXT NOT NULL
+);
+CREATE INDEX reviews_by_restaurant ON reviews (restaurant_id);
+CREATE TABLE embeddings (
+    content_hash TEXT NOT NULL,
+    model_id     TEXT NOT NULL,
+    dim          INTEGER NOT NULL,
+    vector       BLOB NOT NULL,       -- dim little-endian f32, L2-normalised
+    created_at   TEXT NOT NULL,
+    PRIMARY KEY (content_hash, model_id)
+) WITHOUT ROWID;
+CREATE TABLE runs (
+    run_id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_name            TEXT NOT NULL,
+    command             TEXT NOT NULL,
+    model               TEXT NOT NULL,
+    started_at          TEXT NOT NULL,
+    finished_at         TEXT,
+    status              TEXT NOT NULL, -- running | completed | completed_with_failures | failed | interrupted
+    restaurants_done    INTEGER NOT NULL DEFAULT 0,
+    restaurants_skipped INTEGER NOT NULL DEFAULT 0,
+    restaurants_failed  INTEGER NOT NULL DEFAULT 0,
+    requests            INTEGER NOT NULL DEFAULT 0,
+    prompt_tokens       INTEGER NOT NULL DEFAULT 0,
+    completion_tokens   INTEGER NOT NULL DEFAULT 0,
+    wall_ms             REAL,
+    config_json         TEXT NOT NULL
+);
+CREATE TABLE results (
+    restaurant_id  TEXT NOT NULL,
+    kind           TEXT NOT NULL CHECK (kind IN ('sentiment', 'summary', 'strengths')),
+    input_hash     TEXT NOT NULL,     -- restaurant input + selection settings + embedding model
+    prompt_version TEXT NOT NULL,     -- sha256 prefix of the prompt and schema files
+    model          TEXT NOT NULL,
+    status         TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    result_json    TEXT,              -- the validated result; NULL when failed
+    error          TEXT,              -- why it failed; NULL when ok
+    attempts       INTEGER NOT NULL,
+    run_id         INTEGER NOT NULL REFERENCES runs (run_id),
+    created_at     TEXT NOT NULL,
+    PRIMARY KEY (restaurant_id, kind, input_hash, prompt_version, model),
+    CHECK ((status = 'ok') = (result_json IS NOT NULL))
+);
+CREATE VIEW current_results AS
+SELECT restaurant_id, kind, result_json, model, prompt_version, input_hash, run_id, created_at
+FROM (
+    SELECT *, ROW_NUMBER() OVER (
+        PARTITION BY restaurant_id, kind ORDER BY created_at DESC, rowid DESC) AS rn
+    FROM results WHERE status = 'ok'
+) WHERE rn = 1;
+CREATE TABLE analysis_metrics (
+    id                     INTEGER PRIMARY KEY,
+    run_id                 INTEGER NOT NULL REFERENCES runs (run_id),
+    restaurant_id          TEXT NOT NULL,
+    kind                   TEXT NOT NULL,
+    outcome                TEXT NOT NULL, -- ok | failed
+    failure_reason         TEXT,
+    attempts               INTEGER NOT NULL,
+    processing_ms          REAL NOT NULL,
+    prompt_tokens          INTEGER NOT NULL,
+    completion_tokens      INTEGER NOT NULL,
+    reviews_total          INTEGER NOT NULL,
+    reviews_selected       INTEGER NOT NULL,
+    est_tokens_all_reviews INTEGER NOT NULL,
+    est_tokens_selected    INTEGER NOT NULL,
+    created_at             TEXT NOT NULL
+);
+CREATE INDEX analysis_metrics_by_run ON analysis_metrics (run_id);
+CREATE TABLE vllm_metrics (
+    id                INTEGER PRIMARY KEY,
+    run_id            INTEGER NOT NULL REFERENCES runs (run_id),
+    restaurant_id     TEXT NOT NULL,
+    kind              TEXT NOT NULL,
+    attempt           INTEGER NOT NULL,
+    request_id        TEXT,
+    endpoint          TEXT NOT NULL,
+    model             TEXT NOT NULL,
+    status            TEXT NOT NULL,  -- ok | error
+    error_class       TEXT,           -- transient | permanent | context_length | invalid_output
+    error             TEXT,
+    finish_reason     TEXT,
+    queue_ms          REAL NOT NULL,  -- waiting for an in-flight slot inside palate
+    ttft_ms           REAL,
+    e2e_ms            REAL NOT NULL,
+    tpot_ms           REAL,
+    itl_mean_ms       REAL,
+    tokens_per_s      REAL,
+    prompt_tokens     INTEGER,
+    completion_tokens INTEGER,
+    cached_tokens     INTEGER,
+    server_prompt_ms  REAL,           -- llama.cpp `timings` / vLLM per-request metrics, if sent
+    server_decode_ms  REAL,
+    started_at        TEXT NOT NULL
+);
+CREATE INDEX vllm_metrics_by_run ON vllm_metrics (run_id);
+"#,
+];
+
+/// Applies the migrations this database has not seen yet.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::TooNew { found: current, known: MIGRATIONS.len() });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

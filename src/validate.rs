@@ -1,0 +1,252 @@
+//! validate: every answer is parsed against its schema (typed, unknown fields refused), checked
+//! against its evidence (cited references must be among the selected reviews; quotes must occur
+//! verbatim in the review they cite) and a reply cut at `max_tokens` is a failure, never a result.
+//! The stored result names reviews by their real `review_id`, not the prompt's `R1` references.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::infer::Reply;
+use crate::plan::{Kind, ReviewRef};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    Positive,
+    Negative,
+    Mixed,
+    Neutral,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SentimentOut {
+    reviews: Vec<ReviewSentimentOut>,
+    overall: Overall,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReviewSentimentOut {
+    #[serde(rename = "ref")]
+    reference: String,
+    label: Label,
+    score: f64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overall {
+    pub label: Label,
+    pub score: f64,
+}
+
+/// Aspects are an object keyed by aspect name, so no aspect can appear twice.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SummaryOut {
+    pub summary: String,
+    pub aspects: std::collections::BTreeMap<AspectName, Aspect>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aspect {
+    pub sentiment: Label,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AspectName {
+    Food,
+    Service,
+    Price,
+    Ambience,
+    Wait,
+    Cleanliness,
+    Portion,
+    Location,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrengthsOut {
+    strengths: Vec<StrengthOut>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrengthOut {
+    title: String,
+    detail: String,
+    evidence: Vec<EvidenceOut>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceOut {
+    #[serde(rename = "ref")]
+    reference: String,
+    quote: String,
+}
+
+/// Checks a reply and returns the result to store (as JSON), or the reason it is invalid.
+pub fn validate(kind: Kind, reply: &Reply, refs: &[ReviewRef]) -> Result<Value, String> {
+    if reply.finish_reason.as_deref() == Some("length") {
+        return Err("output cut at max_tokens (finish_reason=length)".into());
+    }
+    let text = reply.content.trim();
+    let out = match kind {
+        Kind::Sentiment => sentiment(parse(text)?, refs)?,
+        Kind::Summary => summary(parse(text)?)?,
+        Kind::Strengths => strengths(parse(text)?, refs)?,
+    };
+    serde_json::to_value(out).map_err(|e| format!("cannot encode result: {e}"))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("schema: {e}"))
+}
+
+fn review_id<'a>(refs: &'a [ReviewRef], reference: &str) -> Result<&'a ReviewRef, String> {
+    refs.iter()
+        .find(|r| r.reference == reference)
+        .ok_or_else(|| format!("evidence: cites {reference:?}, which is not one of the selected reviews"))
+}
+
+fn score(s: f64) -> Result<f64, String> {
+    if (-1.0..=1.0).contains(&s) {
+        Ok(s)
+    } else {
+        Err(format!("schema: score {s} is outside -1 to 1"))
+    }
+}
+
+fn sentiment(o: SentimentOut, refs: &[ReviewRef]) -> Result<Value, String> {
+    let mut seen = HashSet::new();
+    let mut reviews = Vec::new();
+    for r in &o.reviews {
+        let rr = review_id(refs, &r.reference)?;
+        if !seen.insert(r.reference.as_str()) {
+            return Err(format!("evidence: {} is labelled twice", r.reference));
+        }
+        reviews.push(serde_json::json!({"review_id": rr.review_id, "label": r.label, "score": score(r.score)?}));
+    }
+    if let Some(missing) = refs.iter().find(|r| !seen.contains(r.reference.as_str())) {
+        return Err(format!("evidence: no label for {}", missing.reference));
+    }
+    score(o.overall.score)?;
+    Ok(serde_json::json!({"reviews": reviews, "overall": o.overall}))
+}
+
+fn summary(o: SummaryOut) -> Result<Value, String> {
+    if o.summary.trim().is_empty() {
+        return Err("schema: empty summary".into());
+    }
+    if o.aspects.is_empty() {
+        return Err("schema: no aspects".into());
+    }
+    for (name, a) in &o.aspects {
+        if a.summary.trim().is_empty() {
+            return Err(format!("schema: aspect {name:?} has an empty summary"));
+        }
+    }
+    serde_json::to_value(o).map_err(|e| e.to_string())
+}
+
+fn strengths(o: StrengthsOut, refs: &[ReviewRef]) -> Result<Value, String> {
+    if o.strengths.is_empty() {
+        return Err("schema: no strengths".into());
+    }
+    let mut out = Vec::new();
+    for s in &o.strengths {
+        if s.title.trim().is_empty() || s.detail.trim().is_empty() {
+            return Err("schema: a strength has an empty title or detail".into());
+        }
+        if s.evidence.is_empty() {
+            return Err(format!("evidence: strength {:?} cites no review", s.title));
+        }
+        let mut evidence = Vec::new();
+        for e in &s.evidence {
+            let r = review_id(refs, &e.reference)?;
+            let quote = e.quote.trim();
+            if quote.chars().count() < 2 || !contains_verbatim(&r.text, quote) {
+                return Err(format!("evidence: quote {quote:?} does not occur in {} ({})", e.reference, r.review_id));
+            }
+            evidence.push(serde_json::json!({"review_id": r.review_id, "quote": quote}));
+        }
+        out.push(serde_json::json!({"title": s.title.trim(), "detail": s.detail.trim(), "evidence": evidence}));
+    }
+    Ok(serde_json::json!({"strengths": out}))
+}
+
+/// Verbatim containment; runs of whitespace count as one space (the prompt shows each review on
+/// one line, so a quote spanning a line break is still the reviewer's words).
+pub fn contains_verbatim(text: &str, quote: &str) -> bool {
+    let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    squash(text).contains(&squash(quote))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs() -> Vec<ReviewRef> {
+        vec![
+            ReviewRef { reference: "R1".into(), review_id: "a-001".into(), text: "국물이 진하고 맛있어요.\n또 올게요".into() },
+            ReviewRef { reference: "R2".into(), review_id: "a-002".into(), text: "Rude staff, long wait.".into() },
+        ]
+    }
+
+    fn reply(s: &str) -> Reply {
+        Reply { content: s.into(), finish_reason: Some("stop".into()) }
+    }
+
+    #[test]
+    fn valid_sentiment_maps_refs_to_review_ids() {
+        let v = validate(
+            Kind::Sentiment,
+            &reply(r#"{"reviews":[{"ref":"R1","label":"positive","score":0.9},{"ref":"R2","label":"negative","score":-0.7}],"overall":{"label":"mixed","score":0.1}}"#),
+            &refs(),
+        )
+        .unwrap();
+        assert_eq!(v["reviews"][1]["review_id"], "a-002");
+    }
+
+    #[test]
+    fn sentiment_must_cover_every_review_once() {
+        let one = r#"{"reviews":[{"ref":"R1","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
+        assert_eq!(validate(Kind::Sentiment, &reply(one), &refs()).unwrap_err(), "evidence: no label for R2");
+        let unknown = r#"{"reviews":[{"ref":"R9","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
+        assert!(validate(Kind::Sentiment, &reply(unknown), &refs()).unwrap_err().contains("R9"));
+    }
+
+    #[test]
+    fn cut_output_is_a_failure_even_if_it_parses() {
+        let r = Reply { content: r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}}}"#.into(), finish_reason: Some("length".into()) };
+        assert!(validate(Kind::Summary, &r, &refs()).unwrap_err().contains("finish_reason=length"));
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_enums_fail_the_schema() {
+        let extra = r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}},"x":1}"#;
+        assert!(validate(Kind::Summary, &reply(extra), &refs()).unwrap_err().starts_with("schema:"));
+        let bad = r#"{"summary":"ok","aspects":{"parking":{"sentiment":"positive","summary":"good"}}}"#;
+        assert!(validate(Kind::Summary, &reply(bad), &refs()).unwrap_err().starts_with("schema:"));
+        assert!(validate(Kind::Summary, &reply("not json"), &refs()).unwrap_err().starts_with("schema:"));
+    }
+
+    #[test]
+    fn quotes_must_be_verbatim_in_the_cited_review() {
+        let ok = r#"{"strengths":[{"title":"국물","detail":"진한 국물","evidence":[{"ref":"R1","quote":"국물이 진하고 맛있어요. 또 올게요"}]}]}"#;
+        let v = validate(Kind::Strengths, &reply(ok), &refs()).unwrap();
+        assert_eq!(v["strengths"][0]["evidence"][0]["review_id"], "a-001");
+        let wrong_review = r#"{"strengths":[{"title":"t","detail":"d","evidence":[{"ref":"R2","quote":"국물이 진하고"}]}]}"#;
+        assert!(validate(Kind::Strengths, &reply(wrong_review), &refs()).unwrap_err().contains("does not occur in R2"));
+        let invented = r#"{"strengths":[{"title":"t","detail":"d","evidence":[{"ref":"R1","quote":"best soup in Seoul"}]}]}"#;
+        assert!(validate(Kind::Strengths, &reply(invented), &refs()).is_err());
+    }
+}
