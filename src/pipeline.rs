@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::index::VectorIndex;
 use crate::infer::{ChatRequest, LlmClient};
-use crate::metrics::{AnalysisMetrics, RequestMetrics, RunSummary, RunTally};
+use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary, RunTally};
 use crate::plan::{estimate_tokens, plan_restaurant, Kind, Message, PlannedRequest, Prompts, RestaurantPlan};
 use crate::select::select;
 use crate::store::results::{self, ResultKey, ResultRow};
@@ -168,18 +168,18 @@ impl Pipeline {
             requests.extend(o.metrics);
             let reply = match o.result {
                 Ok(reply) => reply,
-                Err(e) => break Err(format!("request failed ({}): {}", e.class.as_str(), e.message)),
+                Err(e) => break Err((e.class, format!("request failed ({}): {}", e.class.as_str(), e.message))),
             };
             let reason = match validate(req.kind, &reply, &plan.refs) {
                 Ok(v) => break Ok(v.to_string()),
                 Err(reason) => reason,
             };
             if let Some(last) = requests.last_mut() {
-                last.error_class = Some(crate::metrics::ErrorClass::InvalidOutput);
+                last.error_class = Some(ErrorClass::InvalidOutput);
                 last.error = Some(reason.clone());
             }
             if chat.attempt >= 2 {
-                break Err(format!("{reason} (after one repair retry)"));
+                break Err((ErrorClass::InvalidOutput, format!("{reason} (after one repair retry)")));
             }
             tracing::debug!(kind = req.kind.as_str(), %reason, "invalid answer, one repair retry");
             // Repair: keep the whole conversation (and so the cached prefix) and say what was wrong.
@@ -194,17 +194,19 @@ impl Pipeline {
             restaurant_id: plan.restaurant_id.clone(),
             kind: req.kind.as_str().to_string(),
             ok: outcome.is_ok(),
-            failure_reason: outcome.as_ref().err().cloned(),
+            failure_reason: outcome.as_ref().err().map(|(_, r)| r.clone()),
             attempts: chat.attempt,
             processing_ms: started.elapsed().as_secs_f64() * 1000.0,
             prompt_tokens: requests.iter().filter_map(|m| m.prompt_tokens).sum(),
             completion_tokens: requests.iter().filter_map(|m| m.completion_tokens).sum(),
             ..Default::default()
         };
-        if let Err(reason) = &outcome {
+        if let Err((_, reason)) = &outcome {
             tracing::warn!(kind = req.kind.as_str(), %reason, "analysis failed");
         }
-        (ResultRow { kind: req.kind.as_str(), outcome, attempts: chat.attempt }, am, requests)
+        let error_class = outcome.as_ref().err().map(|(c, _)| *c);
+        let row = ResultRow { kind: req.kind.as_str(), outcome: outcome.map_err(|(_, r)| r), error_class, attempts: chat.attempt };
+        (row, am, requests)
     }
 }
 

@@ -212,7 +212,7 @@ fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
 }
 
 /// Longest quote offered as evidence, in characters.
-const MAX_QUOTE_CHARS: usize = 160;
+const MAX_QUOTE_CHARS: usize = 120;
 
 /// A review's sentences (split after . ! ? and line breaks), each cut to [`MAX_QUOTE_CHARS`];
 /// every one is a verbatim substring of the review.

@@ -161,7 +161,6 @@ impl<'c> Sink<'c> {
 
     /// A row whose fields could be read; `raw` is kept for the rejects file.
     pub fn row(&mut self, line: u64, row: RawRow, raw: &str) -> Result<(), IngestError> {
-        self.report.rows += 1;
         let review = match validate(row, self.max_review_bytes) {
             Ok(r) => r,
             Err(reason) => return self.reject(line, &reason, raw),
@@ -220,6 +219,8 @@ impl<'c> Sink<'c> {
     }
 
     fn finish(mut self) -> Result<IngestReport, IngestError> {
+        let r = &mut self.report;
+        r.rows = r.inserted + r.updated + r.unchanged + r.rejected;
         refresh_restaurants(self.conn, &self.touched)?;
         self.conn.execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
         match self.rejects.take() {

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{now, StoreError};
-use crate::metrics::{AnalysisMetrics, RequestMetrics, RunSummary};
+use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary};
 
 /// The key results are versioned by: a result is current only if all of these match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,8 @@ pub struct ResultKey {
 pub struct ResultRow {
     pub kind: &'static str,
     pub outcome: Result<String, String>,
+    /// Why it failed, when it did.
+    pub error_class: Option<ErrorClass>,
     pub attempts: u32,
 }
 
@@ -51,11 +53,14 @@ pub fn finish_run(conn: &Connection, run_id: i64, status: &str, s: &RunSummary) 
     Ok(())
 }
 
-/// True when all of `kinds` have a valid result under `key`: the restaurant can be skipped.
+/// True when all of `kinds` are settled under `key`: a valid result, or a failure that the same
+/// input, prompts and model would only repeat (invalid output, context too long). The restaurant
+/// can then be skipped; failures from transient or permanent request errors are retried.
 pub fn has_current_results(conn: &Connection, key: &ResultKey, kinds: &[&str]) -> Result<bool, StoreError> {
     let mut q = conn.prepare_cached(
         "SELECT count(*) FROM results WHERE restaurant_id = ?1 AND input_hash = ?2
-         AND prompt_version = ?3 AND model = ?4 AND status = 'ok'",
+         AND prompt_version = ?3 AND model = ?4
+         AND (status = 'ok' OR error_class IN ('invalid_output', 'context_length'))",
     )?;
     let n: i64 = q.query_row(
         params![key.restaurant_id, key.input_hash, key.prompt_version, key.model],
@@ -84,15 +89,16 @@ pub fn put_analysis(
         };
         tx.execute(
             "INSERT INTO results (restaurant_id, kind, input_hash, prompt_version, model, status,
-                                  result_json, error, attempts, run_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                                  result_json, error, error_class, attempts, run_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?12, ?9, ?10, ?11)
              ON CONFLICT (restaurant_id, kind, input_hash, prompt_version, model) DO UPDATE SET
                  status = excluded.status, result_json = excluded.result_json, error = excluded.error,
+                 error_class = excluded.error_class,
                  attempts = excluded.attempts, run_id = excluded.run_id, created_at = excluded.created_at
              WHERE results.status = 'failed' OR excluded.status = 'ok'",
             params![
                 key.restaurant_id, r.kind, key.input_hash, key.prompt_version, key.model, status,
-                json, err, r.attempts, run_id, at
+                json, err, r.attempts, run_id, at, r.error_class.map(|c| c.as_str())
             ],
         )?;
     }

@@ -62,6 +62,8 @@ CREATE TABLE results (
     status         TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
     result_json    TEXT,              -- the validated result; NULL when failed
     error          TEXT,              -- why it failed; NULL when ok
+    error_class    TEXT,              -- invalid_output | context_length: final for this key;
+                                      -- transient | permanent: retried by the next run
     attempts       INTEGER NOT NULL,
     run_id         INTEGER NOT NULL REFERENCES runs (run_id),
     created_at     TEXT NOT NULL,

@@ -1,0 +1,137 @@
+//! Shared test helpers: paths to the real parts installed by `scripts/setup.sh`, a real
+//! llama.cpp server on a free port, job files for a temporary database.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The asset cache (`PALATE_CACHE`, default `.cache/`). Tests need it: `scripts/test.sh` runs
+/// `scripts/setup.sh` first. A missing asset fails the test with what to run.
+pub fn cache() -> PathBuf {
+    std::env::var_os("PALATE_CACHE").map(PathBuf::from).unwrap_or_else(|| root().join(".cache"))
+}
+
+pub fn require(p: &Path) -> PathBuf {
+    assert!(p.exists(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", p.display());
+    p.to_path_buf()
+}
+
+pub fn ort_dylib() -> PathBuf {
+    require(&cache().join("onnxruntime/libonnxruntime.so.1.24.4"))
+}
+
+pub fn embed_model_dir() -> PathBuf {
+    require(&cache().join("models/me5"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+}
+
+/// llama.cpp's `llama-server` with SmolLM2-135M, killed on drop.
+pub struct LlamaServer {
+    child: Child,
+    pub base_url: String,
+}
+
+impl LlamaServer {
+    pub fn start() -> Self {
+        let python = require(&cache().join("llm/venv/bin/python"));
+        let model = require(&cache().join("llm/smollm2-135m-instruct-q4_1.gguf"));
+        let port = free_port();
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("palate-llama-{port}.log"))).unwrap();
+        let child = Command::new(python)
+            .arg(root().join("scripts/serve_llm.py"))
+            .args(["--model", model.to_str().unwrap(), "--port", &port.to_string()])
+            .args(["--ctx", "16384", "--parallel", "4", "--threads", "2", "--metrics"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let base_url = format!("http://127.0.0.1:{port}/v1");
+        let server = Self { child, base_url };
+        server.wait_healthy(Duration::from_secs(180));
+        server
+    }
+
+    fn wait_healthy(&self, limit: Duration) {
+        let t = Instant::now();
+        let url = self.base_url.replace("/v1", "/health");
+        while t.elapsed() < limit {
+            if let Ok(out) = Command::new("curl").args(["-sf", "-m", "2", &url]).output() {
+                if out.status.success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("llama-server did not become healthy at {url} within {limit:?}");
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a job file in `dir` for a temporary database and the given inputs and endpoint.
+pub fn job(dir: &Path, endpoint: &str, inputs: &[PathBuf]) -> PathBuf {
+    let inputs: Vec<String> = inputs.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    let text = format!(
+        r#"[job]
+name = "test"
+database = {db:?}
+inputs = [{inputs}]
+rejects_dir = {rej:?}
+restaurant_concurrency = 3
+
+[embed]
+model_dir = {model:?}
+ort_dylib = {ort:?}
+
+[select]
+k = 3
+diverse = 1
+
+[llm]
+endpoints = [{endpoint:?}]
+model = "smollm2"
+max_in_flight = 4
+read_timeout_s = 600
+request_timeout_s = 1200
+prompts_dir = {prompts:?}
+"#,
+        db = dir.join("t.db").display().to_string(),
+        inputs = inputs.join(", "),
+        rej = dir.join("rejects").display().to_string(),
+        model = embed_model_dir().display().to_string(),
+        ort = ort_dylib().display().to_string(),
+        prompts = root().join("prompts").display().to_string(),
+    );
+    let p = dir.join("job.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Runs the palate binary; returns (exit code, stdout, stderr).
+pub fn palate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_palate"))
+        .args(args)
+        .current_dir(root())
+        .env("RUST_LOG", "palate=info")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
