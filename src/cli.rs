@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "palate", version, about = "Analyse restaurant reviews with LLMs served by vLLM")]
+#[command(
+    name = "palate",
+    version,
+    about = "Analyse restaurant reviews with LLMs served by vLLM"
+)]
 pub struct Cli {
     /// Log format: `pretty` for a terminal, `json` (one object per line) for cron and log shippers.
     #[arg(long, env = "PALATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto, global = true)]
@@ -77,6 +81,9 @@ pub struct JobArgs {
     /// SQLite database path.
     #[arg(long, env = "PALATE_DATABASE")]
     pub database: Option<PathBuf>,
+    /// Folder for `<input>.rejects.jsonl` files.
+    #[arg(long, env = "PALATE_REJECTS_DIR")]
+    pub rejects_dir: Option<PathBuf>,
     /// Input files (replace the job's list).
     #[arg(long = "input", env = "PALATE_INPUT", value_delimiter = ',')]
     pub input: Vec<PathBuf>,

@@ -36,7 +36,10 @@ const EMBED_CHUNK: usize = 256;
 pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
     let mut conn = open_connection(&cfg.database)?;
-    let opts = IngestOptions { max_review_bytes: cfg.max_review_bytes, rejects_dir: cfg.rejects_dir.clone() };
+    let opts = IngestOptions {
+        max_review_bytes: cfg.max_review_bytes,
+        rejects_dir: cfg.rejects_dir.clone(),
+    };
     let mut code = exit::OK;
     for f in &args.files {
         match ingest_file(&mut conn, f, &opts) {
@@ -50,22 +53,37 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     Ok(code)
 }
 
+/// The configuration as recorded with a run, with the API key blanked out.
+fn config_record(cfg: &Config) -> String {
+    let mut c = cfg.clone();
+    if c.llm.api_key.is_some() {
+        c.llm.api_key = Some("(redacted)".into());
+    }
+    format!("{c:?}")
+}
+
 /// Holds `<database>.lock` for the life of a run so two runs never overlap.
 fn lock(db: &Path) -> anyhow::Result<Option<File>> {
     let path = PathBuf::from(format!("{}.lock", db.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let f = File::create(&path).with_context(|| format!("creating lock file {}", path.display()))?;
+    let f =
+        File::create(&path).with_context(|| format!("creating lock file {}", path.display()))?;
     match f.try_lock() {
         Ok(()) => Ok(Some(f)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
     }
 }
 
 async fn ingest_inputs(store: &Store, cfg: &Config) -> (Vec<IngestReport>, Vec<IngestError>) {
-    let opts = IngestOptions { max_review_bytes: cfg.max_review_bytes, rejects_dir: cfg.rejects_dir.clone() };
+    let opts = IngestOptions {
+        max_review_bytes: cfg.max_review_bytes,
+        rejects_dir: cfg.rejects_dir.clone(),
+    };
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
     for f in cfg.inputs.clone() {
         let o = opts.clone();
@@ -86,19 +104,34 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
     let n = embed_missing(&store, &embedder, only, EMBED_CHUNK).await?;
     if n > 0 {
         let secs = t.elapsed().as_secs_f64();
-        tracing::info!(embedded = n, secs, per_s = n as f64 / secs, "embedded new reviews");
+        tracing::info!(
+            embedded = n,
+            secs,
+            per_s = n as f64 / secs,
+            "embedded new reviews"
+        );
     }
     let llm = OpenAiClient::new(&cfg.llm)?;
     llm.warm_up().await?;
     let embed_model_id = embedder.model_id().to_string();
     let index = Arc::new(EmbeddedIndex::new(store.clone(), &embed_model_id));
-    Ok(Arc::new(Pipeline { cfg, store, index, llm: Arc::new(llm), prompts, embed_model_id }))
+    Ok(Arc::new(Pipeline {
+        cfg,
+        store,
+        index,
+        llm: Arc::new(llm),
+        prompts,
+        embed_model_id,
+    }))
 }
 
 pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
     let Some(_lock) = lock(&cfg.database)? else {
-        output::line(&format!("another palate run holds {}.lock; not starting", cfg.database.display()));
+        output::line(&format!(
+            "another palate run holds {}.lock; not starting",
+            cfg.database.display()
+        ));
         return Ok(exit::LOCKED);
     };
     let wall = Instant::now();
@@ -106,10 +139,12 @@ pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8
     let (reports, input_errors) = ingest_inputs(&store, &cfg).await;
     reports.iter().for_each(output::ingest_report);
     input_errors.iter().for_each(|e| output::error(e));
-    let config_json = format!("{cfg:?}");
+    let config_json = config_record(&cfg);
     let (name, model) = (cfg.name.clone(), cfg.llm.model.clone());
     let p = pipeline(cfg, store.clone(), None).await?;
-    let run_id = store.call(move |c| results::start_run(c, &name, "run", &model, &config_json)).await?;
+    let run_id = store
+        .call(move |c| results::start_run(c, &name, "run", &model, &config_json))
+        .await?;
     let list = restaurants(&store).await?;
     let summary = analyse(&p, run_id, list, args.force, cancel.clone(), wall).await?;
     output::summary(&summary);
@@ -146,7 +181,9 @@ async fn analyse(
         "completed"
     };
     let s = summary.clone();
-    p.store.call(move |c| results::finish_run(c, run_id, status, &s)).await?;
+    p.store
+        .call(move |c| results::finish_run(c, run_id, status, &s))
+        .await?;
     Ok(summary)
 }
 
@@ -155,16 +192,21 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     let wall = Instant::now();
     let store = Store::open(&cfg.database)?;
     let id = args.restaurant_id.clone();
-    let Some(row) = store.call(move |c| crate::store::reviews::restaurant(c, &id)).await? else {
+    let Some(row) = store
+        .call(move |c| crate::store::reviews::restaurant(c, &id))
+        .await?
+    else {
         anyhow::bail!(
             "restaurant {:?} is not in {}: ingest its reviews first (palate ingest FILE)",
             args.restaurant_id,
             cfg.database.display()
         );
     };
-    let (name, model, config_json) = (cfg.name.clone(), cfg.llm.model.clone(), format!("{cfg:?}"));
+    let (name, model, config_json) = (cfg.name.clone(), cfg.llm.model.clone(), config_record(&cfg));
     let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
-    let run_id = store.call(move |c| results::start_run(c, &name, "analyze", &model, &config_json)).await?;
+    let run_id = store
+        .call(move |c| results::start_run(c, &name, "analyze", &model, &config_json))
+        .await?;
     let key = p.result_key(&row);
     let summary = analyse(&p, run_id, vec![row], args.force, cancel.clone(), wall).await?;
     let stored = store.call(move |c| results::results_for(c, &key)).await?;
@@ -182,4 +224,3 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
         exit::OK
     })
 }
-

@@ -12,9 +12,15 @@ use crate::cli::JobArgs;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read job file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("job file {path} is invalid: {source}")]
-    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
     #[error("invalid configuration: {0}")]
     Invalid(String),
 }
@@ -101,7 +107,11 @@ pub struct SelectSection {
 
 impl Default for SelectSection {
     fn default() -> Self {
-        Self { k: 8, diverse: 4, lambda: 0.5 }
+        Self {
+            k: 8,
+            diverse: 4,
+            lambda: 0.5,
+        }
     }
 }
 
@@ -159,7 +169,10 @@ pub struct SlaSection {
 
 impl Default for SlaSection {
     fn default() -> Self {
-        Self { ttft_ms: 2000.0, tpot_ms: 100.0 }
+        Self {
+            ttft_ms: 2000.0,
+            tpot_ms: 100.0,
+        }
     }
 }
 
@@ -225,10 +238,14 @@ pub struct SlaConfig {
 
 impl JobFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        toml::from_str(&text)
-            .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source: Box::new(source),
+        })
     }
 }
 
@@ -271,7 +288,9 @@ impl Config {
             if s.is_finite() && s > 0.0 {
                 Ok(Duration::from_secs_f64(s))
             } else {
-                Err(ConfigError::Invalid(format!("{name} must be a positive number of seconds")))
+                Err(ConfigError::Invalid(format!(
+                    "{name} must be a positive number of seconds"
+                )))
             }
         };
         Ok(Self {
@@ -288,12 +307,21 @@ impl Config {
                 batch_size: f.embed.batch_size,
                 threads: f.embed.threads,
             },
-            select: SelectConfig { k: f.select.k, diverse: f.select.diverse, lambda: f.select.lambda },
+            select: SelectConfig {
+                k: f.select.k,
+                diverse: f.select.diverse,
+                lambda: f.select.lambda,
+            },
             llm: LlmConfig {
                 connect_timeout: secs(f.llm.connect_timeout_s, "llm.connect_timeout_s")?,
                 read_timeout: secs(f.llm.read_timeout_s, "llm.read_timeout_s")?,
                 request_timeout: secs(f.llm.request_timeout_s, "llm.request_timeout_s")?,
-                endpoints: f.llm.endpoints.iter().map(|e| e.trim_end_matches('/').to_string()).collect(),
+                endpoints: f
+                    .llm
+                    .endpoints
+                    .iter()
+                    .map(|e| e.trim_end_matches('/').to_string())
+                    .collect(),
                 model: f.llm.model,
                 max_in_flight: f.llm.max_in_flight,
                 temperature: f.llm.temperature,
@@ -305,7 +333,10 @@ impl Config {
                 prompts_dir: f.llm.prompts_dir,
                 api_key: f.llm.api_key,
             },
-            sla: SlaConfig { ttft_ms: f.sla.ttft_ms, tpot_ms: f.sla.tpot_ms },
+            sla: SlaConfig {
+                ttft_ms: f.sla.ttft_ms,
+                tpot_ms: f.sla.tpot_ms,
+            },
         })
     }
 }
@@ -313,6 +344,9 @@ impl Config {
 fn apply_overrides(f: &mut JobFile, a: &JobArgs) {
     if let Some(v) = &a.database {
         f.job.database = v.clone();
+    }
+    if let Some(v) = &a.rejects_dir {
+        f.job.rejects_dir = v.clone();
     }
     if !a.input.is_empty() {
         f.job.inputs = a.input.clone();
@@ -372,6 +406,9 @@ mod tests {
     fn lambda_out_of_range_is_rejected() {
         let mut f = JobFile::default();
         f.select.lambda = 1.5;
-        assert!(Config::validate(f).unwrap_err().to_string().contains("lambda"));
+        assert!(Config::validate(f)
+            .unwrap_err()
+            .to_string()
+            .contains("lambda"));
     }
 }

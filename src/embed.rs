@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use async_trait::async_trait;
-use fastembed::{InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel};
+use fastembed::{
+    InitOptionsUserDefined, Pooling, TextEmbedding, TokenizerFiles, UserDefinedEmbeddingModel,
+};
 use tokio::sync::oneshot;
 
 use crate::config::EmbedConfig;
@@ -24,10 +26,15 @@ pub enum EmbedError {
     NoRuntime(PathBuf),
     #[error("cannot load ONNX Runtime from {path}: {reason}")]
     RuntimeLoad { path: PathBuf, reason: String },
-    #[error("embedding model file {0} not found: run scripts/setup.sh embed, or set embed.model_dir")]
+    #[error(
+        "embedding model file {0} not found: run scripts/setup.sh embed, or set embed.model_dir"
+    )]
     NoModelFile(PathBuf),
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("embedding model failed: {0}")]
     Model(String),
     #[error("the embedding thread has stopped")]
@@ -91,7 +98,10 @@ impl FastEmbedder {
             })
             .map_err(|e| EmbedError::Model(format!("cannot start the embedding thread: {e}")))?;
         ready.await.map_err(|_| EmbedError::Closed)??;
-        Ok(Self { model_id: cfg.model_id.clone(), tx })
+        Ok(Self {
+            model_id: cfg.model_id.clone(),
+            tx,
+        })
     }
 }
 
@@ -103,7 +113,11 @@ impl Embedder for FastEmbedder {
 
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let (reply, wait) = oneshot::channel();
-        let job = Job { texts, reply, span: tracing::Span::current() };
+        let job = Job {
+            texts,
+            reply,
+            span: tracing::Span::current(),
+        };
         self.tx.send(job).map_err(|_| EmbedError::Closed)?;
         wait.await.map_err(|_| EmbedError::Closed)?
     }
@@ -116,7 +130,10 @@ fn load_runtime(path: &Path) -> Result<(), EmbedError> {
     // Loading twice (tests, `analyze` after `run` in one process) is harmless: ort keeps the first.
     match ort::init_from(path) {
         Ok(_builder) => Ok(()),
-        Err(e) => Err(EmbedError::RuntimeLoad { path: path.into(), reason: e.to_string() }),
+        Err(e) => Err(EmbedError::RuntimeLoad {
+            path: path.into(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -139,11 +156,20 @@ fn read_model(dir: &Path) -> Result<UserDefinedEmbeddingModel, EmbedError> {
 
 /// Embeds in batches of similar length (less padding: ~30 % less CPU on mixed reviews), then puts
 /// the vectors back in input order.
-fn embed_sorted(te: &mut TextEmbedding, texts: Vec<String>, batch: usize) -> Result<Vec<Vec<f32>>, EmbedError> {
+fn embed_sorted(
+    te: &mut TextEmbedding,
+    texts: Vec<String>,
+    batch: usize,
+) -> Result<Vec<Vec<f32>>, EmbedError> {
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| texts[i].len());
-    let sorted: Vec<String> = order.iter().map(|&i| format!("{E5_PREFIX}{}", texts[i])).collect();
-    let vecs = te.embed(&sorted, Some(batch)).map_err(|e| EmbedError::Model(format!("{e:#}")))?;
+    let sorted: Vec<String> = order
+        .iter()
+        .map(|&i| format!("{E5_PREFIX}{}", texts[i]))
+        .collect();
+    let vecs = te
+        .embed(&sorted, Some(batch))
+        .map_err(|e| EmbedError::Model(format!("{e:#}")))?;
     let mut out = vec![Vec::new(); texts.len()];
     for (v, &i) in vecs.into_iter().zip(&order) {
         out[i] = normalise(v);
@@ -171,7 +197,9 @@ pub async fn embed_missing(
     let mut done = 0;
     loop {
         let (m, rid) = (model.clone(), restaurant_id.map(str::to_string));
-        let todo = store.call(move |c| reviews::missing_embeddings(c, &m, rid.as_deref(), chunk)).await?;
+        let todo = store
+            .call(move |c| reviews::missing_embeddings(c, &m, rid.as_deref(), chunk))
+            .await?;
         if todo.is_empty() {
             return Ok(done);
         }
@@ -180,7 +208,9 @@ pub async fn embed_missing(
         let n = vecs.len();
         let m = model.clone();
         store
-            .call(move |c| reviews::put_embeddings(c, &m, &hashes.into_iter().zip(vecs).collect::<Vec<_>>()))
+            .call(move |c| {
+                reviews::put_embeddings(c, &m, &hashes.into_iter().zip(vecs).collect::<Vec<_>>())
+            })
             .await?;
         done += n;
         tracing::info!(embedded = done, "embedding reviews");

@@ -26,7 +26,12 @@ pub trait VectorIndex: Send + Sync {
     /// Mean of the restaurant's vectors, L2-normalised; `None` if it has none.
     async fn centroid(&self, restaurant_id: &str) -> Result<Option<Vec<f32>>, IndexError>;
     /// The `k` vectors most similar to `query`, best first.
-    async fn nearest(&self, restaurant_id: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError>;
+    async fn nearest(
+        &self,
+        restaurant_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError>;
     /// `k` more vectors by maximal marginal relevance, never any in `exclude`: each pick maximises
     /// `lambda * sim(query) - (1 - lambda) * max sim(already picked, excluded included)`.
     async fn mmr(
@@ -47,12 +52,18 @@ pub struct EmbeddedIndex {
 
 impl EmbeddedIndex {
     pub fn new(store: Store, model_id: &str) -> Self {
-        Self { store, model_id: model_id.to_string() }
+        Self {
+            store,
+            model_id: model_id.to_string(),
+        }
     }
 
     async fn load(&self, restaurant_id: &str) -> Result<Vec<(String, Vec<f32>)>, IndexError> {
         let (rid, model) = (restaurant_id.to_string(), self.model_id.clone());
-        Ok(self.store.call(move |c| reviews::restaurant_vectors(c, &rid, &model)).await?)
+        Ok(self
+            .store
+            .call(move |c| reviews::restaurant_vectors(c, &rid, &model))
+            .await?)
     }
 }
 
@@ -62,7 +73,12 @@ impl VectorIndex for EmbeddedIndex {
         Ok(centroid(&self.load(restaurant_id).await?))
     }
 
-    async fn nearest(&self, restaurant_id: &str, query: &[f32], k: usize) -> Result<Vec<Hit>, IndexError> {
+    async fn nearest(
+        &self,
+        restaurant_id: &str,
+        query: &[f32],
+        k: usize,
+    ) -> Result<Vec<Hit>, IndexError> {
         Ok(nearest(&self.load(restaurant_id).await?, query, k))
     }
 
@@ -74,7 +90,13 @@ impl VectorIndex for EmbeddedIndex {
         lambda: f32,
         exclude: &[String],
     ) -> Result<Vec<Hit>, IndexError> {
-        Ok(mmr(&self.load(restaurant_id).await?, query, k, lambda, exclude))
+        Ok(mmr(
+            &self.load(restaurant_id).await?,
+            query,
+            k,
+            lambda,
+            exclude,
+        ))
     }
 }
 
@@ -93,24 +115,45 @@ pub fn centroid(items: &[(String, Vec<f32>)]) -> Option<Vec<f32>> {
 
 /// Exact top-k by dot product; ties broken by review id so results are deterministic.
 pub fn nearest(items: &[(String, Vec<f32>)], query: &[f32], k: usize) -> Vec<Hit> {
-    let mut hits: Vec<Hit> =
-        items.iter().map(|(id, v)| Hit { review_id: id.clone(), score: dot(v, query) }).collect();
-    hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.review_id.cmp(&b.review_id)));
+    let mut hits: Vec<Hit> = items
+        .iter()
+        .map(|(id, v)| Hit {
+            review_id: id.clone(),
+            score: dot(v, query),
+        })
+        .collect();
+    hits.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.review_id.cmp(&b.review_id))
+    });
     hits.truncate(k);
     hits
 }
 
 /// Classic greedy MMR over all of the restaurant's vectors (exact).
-pub fn mmr(items: &[(String, Vec<f32>)], query: &[f32], k: usize, lambda: f32, exclude: &[String]) -> Vec<Hit> {
-    let picked_vecs: Vec<&Vec<f32>> =
-        items.iter().filter(|(id, _)| exclude.contains(id)).map(|(_, v)| v).collect();
+pub fn mmr(
+    items: &[(String, Vec<f32>)],
+    query: &[f32],
+    k: usize,
+    lambda: f32,
+    exclude: &[String],
+) -> Vec<Hit> {
+    let picked_vecs: Vec<&Vec<f32>> = items
+        .iter()
+        .filter(|(id, _)| exclude.contains(id))
+        .map(|(_, v)| v)
+        .collect();
     // Max similarity of each candidate to anything picked so far, updated after each pick.
     let mut cands: Vec<(usize, f32, f32)> = items
         .iter()
         .enumerate()
         .filter(|(_, (id, _))| !exclude.contains(id))
         .map(|(i, (_, v))| {
-            let redundancy = picked_vecs.iter().map(|p| dot(v, p)).fold(f32::NEG_INFINITY, f32::max);
+            let redundancy = picked_vecs
+                .iter()
+                .map(|p| dot(v, p))
+                .fold(f32::NEG_INFINITY, f32::max);
             (i, dot(v, query), redundancy)
         })
         .collect();
@@ -132,7 +175,10 @@ pub fn mmr(items: &[(String, Vec<f32>)], query: &[f32], k: usize, lambda: f32, e
         for c in cands.iter_mut() {
             c.2 = c.2.max(dot(&items[c.0].1, chosen));
         }
-        out.push(Hit { review_id: items[i].0.clone(), score: rel });
+        out.push(Hit {
+            review_id: items[i].0.clone(),
+            score: rel,
+        });
     }
     out
 }
@@ -147,7 +193,12 @@ mod tests {
 
     #[test]
     fn nearest_is_exact_and_deterministic() {
-        let items = vec![item("a", &[1.0, 0.0]), item("b", &[0.0, 1.0]), item("c", &[1.0, 0.1]), item("d", &[1.0, 0.1])];
+        let items = vec![
+            item("a", &[1.0, 0.0]),
+            item("b", &[0.0, 1.0]),
+            item("c", &[1.0, 0.1]),
+            item("d", &[1.0, 0.1]),
+        ];
         let hits = nearest(&items, &[1.0, 0.0], 3);
         let ids: Vec<_> = hits.iter().map(|h| h.review_id.as_str()).collect();
         assert_eq!(ids, ["a", "c", "d"]);
@@ -156,7 +207,11 @@ mod tests {
     #[test]
     fn mmr_prefers_a_different_review_over_a_near_duplicate() {
         // "a" is already picked; "a2" is almost the same; "b" is different but less relevant.
-        let items = vec![item("a", &[1.0, 0.0]), item("a2", &[1.0, 0.02]), item("b", &[0.6, 0.8])];
+        let items = vec![
+            item("a", &[1.0, 0.0]),
+            item("a2", &[1.0, 0.02]),
+            item("b", &[0.6, 0.8]),
+        ];
         let q = crate::embed::normalise(vec![1.0, 0.3]);
         let diverse = mmr(&items, &q, 1, 0.5, &["a".to_string()]);
         assert_eq!(diverse[0].review_id, "b");

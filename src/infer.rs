@@ -90,7 +90,10 @@ impl OpenAiClient {
             // they just closed fails the request. Drop ours first.
             .pool_idle_timeout(Duration::from_secs(3))
             .build()
-            .map_err(|e| InferError { class: ErrorClass::Permanent, message: format!("HTTP client: {e}") })?;
+            .map_err(|e| InferError {
+                class: ErrorClass::Permanent,
+                message: format!("HTTP client: {e}"),
+            })?;
         let endpoints = cfg
             .endpoints
             .iter()
@@ -99,7 +102,11 @@ impl OpenAiClient {
                 if let Some(k) = &cfg.api_key {
                     c = c.with_api_key(k.clone());
                 }
-                Endpoint { url: url.clone(), client: Client::build(http.clone(), c), outstanding: AtomicUsize::new(0) }
+                Endpoint {
+                    url: url.clone(),
+                    client: Client::build(http.clone(), c),
+                    outstanding: AtomicUsize::new(0),
+                }
             })
             .collect();
         Ok(Self {
@@ -119,7 +126,10 @@ impl OpenAiClient {
         let mut up = Vec::new();
         let mut errors = Vec::new();
         for ep in &self.endpoints {
-            let mut rq = self.http.get(format!("{}/models", ep.url)).timeout(Duration::from_secs(30));
+            let mut rq = self
+                .http
+                .get(format!("{}/models", ep.url))
+                .timeout(Duration::from_secs(30));
             if let Some(k) = &self.api_key {
                 rq = rq.bearer_auth(k);
             }
@@ -131,7 +141,10 @@ impl OpenAiClient {
         if up.is_empty() {
             return Err(InferError {
                 class: ErrorClass::Transient,
-                message: format!("no LLM endpoint answered GET /models: {}", errors.join("; ")),
+                message: format!(
+                    "no LLM endpoint answered GET /models: {}",
+                    errors.join("; ")
+                ),
             });
         }
         for e in &errors {
@@ -165,7 +178,12 @@ impl OpenAiClient {
         })
     }
 
-    async fn once(&self, req: &ChatRequest, body: &Value, queue_ms: f64) -> (Result<Reply, InferError>, RequestMetrics) {
+    async fn once(
+        &self,
+        req: &ChatRequest,
+        body: &Value,
+        queue_ms: f64,
+    ) -> (Result<Reply, InferError>, RequestMetrics) {
         let ep = self.pick();
         ep.outstanding.fetch_add(1, Ordering::Relaxed);
         let mut m = RequestMetrics {
@@ -179,13 +197,14 @@ impl OpenAiClient {
             ..Default::default()
         };
         let t0 = Instant::now();
-        let result = match tokio::time::timeout(self.request_timeout, stream(ep, body, t0, &mut m)).await {
-            Ok(r) => r,
-            Err(_) => Err(InferError {
-                class: ErrorClass::Transient,
-                message: format!("request took longer than {:?}", self.request_timeout),
-            }),
-        };
+        let result =
+            match tokio::time::timeout(self.request_timeout, stream(ep, body, t0, &mut m)).await {
+                Ok(r) => r,
+                Err(_) => Err(InferError {
+                    class: ErrorClass::Transient,
+                    message: format!("request took longer than {:?}", self.request_timeout),
+                }),
+            };
         ep.outstanding.fetch_sub(1, Ordering::Relaxed);
         m.e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
         m.ok = result.is_ok();
@@ -208,8 +227,14 @@ impl LlmClient for OpenAiClient {
             try_no += 1;
             let waited = Instant::now();
             let Ok(_permit) = self.in_flight.acquire().await else {
-                let e = InferError { class: ErrorClass::Permanent, message: "client is shut down".into() };
-                return ChatOutcome { result: Err(e), metrics };
+                let e = InferError {
+                    class: ErrorClass::Permanent,
+                    message: "client is shut down".into(),
+                };
+                return ChatOutcome {
+                    result: Err(e),
+                    metrics,
+                };
             };
             let queue_ms = waited.elapsed().as_secs_f64() * 1000.0;
             let (result, m) = self.once(req, &body, queue_ms).await;
@@ -274,8 +299,18 @@ struct Timings {
     cache_n: Option<u64>,
 }
 
-async fn stream(ep: &Endpoint, body: &Value, t0: Instant, m: &mut RequestMetrics) -> Result<Reply, InferError> {
-    let mut s = ep.client.chat().create_stream_byot::<&Value, Chunk>(body).await.map_err(classify)?;
+async fn stream(
+    ep: &Endpoint,
+    body: &Value,
+    t0: Instant,
+    m: &mut RequestMetrics,
+) -> Result<Reply, InferError> {
+    let mut s = ep
+        .client
+        .chat()
+        .create_stream_byot::<&Value, Chunk>(body)
+        .await
+        .map_err(classify)?;
     let mut content = String::new();
     let mut finish_reason = None;
     let mut last_token: Option<Instant> = None;
@@ -302,7 +337,10 @@ async fn stream(ep: &Endpoint, body: &Value, t0: Instant, m: &mut RequestMetrics
         if let Some(u) = chunk.usage {
             m.prompt_tokens = u.prompt_tokens;
             m.completion_tokens = u.completion_tokens;
-            m.cached_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens).or(m.cached_tokens);
+            m.cached_tokens = u
+                .prompt_tokens_details
+                .and_then(|d| d.cached_tokens)
+                .or(m.cached_tokens);
         }
         if let Some(t) = chunk.timings {
             m.server_prompt_ms = t.prompt_ms;
@@ -311,11 +349,17 @@ async fn stream(ep: &Endpoint, body: &Value, t0: Instant, m: &mut RequestMetrics
         }
     }
     if finish_reason.is_none() {
-        return Err(InferError { class: ErrorClass::Transient, message: "stream ended without a finish_reason".into() });
+        return Err(InferError {
+            class: ErrorClass::Transient,
+            message: "stream ended without a finish_reason".into(),
+        });
     }
     m.itl_mean_ms = (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64);
     m.finish_reason = finish_reason.clone();
-    Ok(Reply { content, finish_reason })
+    Ok(Reply {
+        content,
+        finish_reason,
+    })
 }
 
 /// Sorts an async-openai error into the classes the retry logic acts on.
@@ -326,8 +370,11 @@ pub fn classify(e: OpenAIError) -> InferError {
             let msg = r.api_error.message.to_ascii_lowercase();
             let class = if s == 429 || s == 408 || s >= 500 {
                 ErrorClass::Transient
-            } else if msg.contains("context length") || msg.contains("maximum context") || msg.contains("context size")
-                || msg.contains("too long") || msg.contains("exceeds")
+            } else if msg.contains("context length")
+                || msg.contains("maximum context")
+                || msg.contains("context size")
+                || msg.contains("too long")
+                || msg.contains("exceeds")
             {
                 ErrorClass::ContextLength
             } else {
@@ -337,10 +384,14 @@ pub fn classify(e: OpenAIError) -> InferError {
         }
         OpenAIError::Reqwest(r) if r.is_builder() => (ErrorClass::Permanent, e.to_string()),
         OpenAIError::Reqwest(r) => match r.status().map(|s| s.as_u16()) {
-            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => (ErrorClass::Permanent, e.to_string()),
+            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => {
+                (ErrorClass::Permanent, e.to_string())
+            }
             _ => (ErrorClass::Transient, e.to_string()),
         },
-        OpenAIError::StreamError(_) | OpenAIError::JSONDeserialize(..) => (ErrorClass::Transient, e.to_string()),
+        OpenAIError::StreamError(_) | OpenAIError::JSONDeserialize(..) => {
+            (ErrorClass::Transient, e.to_string())
+        }
         _ => (ErrorClass::Permanent, e.to_string()),
     };
     InferError { class, message }
@@ -374,7 +425,13 @@ mod tests {
         };
         assert_eq!(classify(api(503, "busy")).class, ErrorClass::Transient);
         assert_eq!(classify(api(429, "slow down")).class, ErrorClass::Transient);
-        assert_eq!(classify(api(400, "This model's maximum context length is 2048")).class, ErrorClass::ContextLength);
-        assert_eq!(classify(api(404, "no such model")).class, ErrorClass::Permanent);
+        assert_eq!(
+            classify(api(400, "This model's maximum context length is 2048")).class,
+            ErrorClass::ContextLength
+        );
+        assert_eq!(
+            classify(api(404, "no such model")).class,
+            ErrorClass::Permanent
+        );
     }
 }

@@ -12,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, matches!(cli.command, Command::Run(_) | Command::Analyze(_)));
+    init_logging(
+        cli.log_format,
+        matches!(cli.command, Command::Run(_) | Command::Analyze(_)),
+    );
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -32,7 +35,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// SIGINT or SIGTERM: stop starting restaurants, let those in flight finish and be stored.
@@ -66,14 +71,20 @@ where
 /// terminal, per-restaurant lines are left to `RUST_LOG=palate=info`.
 fn init_logging(format: LogFormat, pipeline_command: bool) {
     let terminal = std::io::stderr().is_terminal();
-    let default = if terminal && pipeline_command { "palate=warn" } else { "palate=info" };
+    let default = if terminal && pipeline_command {
+        "palate=warn"
+    } else {
+        "palate=info"
+    };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().with_current_span(true).init();
     } else {

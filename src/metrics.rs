@@ -155,7 +155,12 @@ impl RunTally {
             self.summary.analyses_failed += 1;
             let reason = a.failure_reason.as_deref().unwrap_or("unknown");
             // Group by the reason's first clause so counts are meaningful.
-            let key = reason.split(':').next().unwrap_or(reason).trim().to_string();
+            let key = reason
+                .split(':')
+                .next()
+                .unwrap_or(reason)
+                .trim()
+                .to_string();
             *self.reasons.entry(key).or_default() += 1;
         }
     }
@@ -164,7 +169,11 @@ impl RunTally {
         self.summary.wall_ms = wall_ms;
         self.summary.ttft_p50_ms = percentile(&self.ttfts, 50.0);
         self.summary.ttft_p95_ms = percentile(&self.ttfts, 95.0);
-        self.summary.goodput_rps = if wall_ms > 0.0 { self.good as f64 * 1000.0 / wall_ms } else { 0.0 };
+        self.summary.goodput_rps = if wall_ms > 0.0 {
+            self.good as f64 * 1000.0 / wall_ms
+        } else {
+            0.0
+        };
         let mut reasons: Vec<_> = self.reasons.into_iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.summary.failure_reasons = reasons;
@@ -178,10 +187,18 @@ mod tests {
 
     #[test]
     fn tpot_follows_vllm_bench_definition() {
-        let m = RequestMetrics { ttft_ms: Some(100.0), e2e_ms: 1100.0, completion_tokens: Some(11), ..Default::default() };
+        let m = RequestMetrics {
+            ttft_ms: Some(100.0),
+            e2e_ms: 1100.0,
+            completion_tokens: Some(11),
+            ..Default::default()
+        };
         assert_eq!(m.tpot_ms(), Some(100.0));
         assert_eq!(m.tokens_per_s(), Some(10.0));
-        let one = RequestMetrics { completion_tokens: Some(1), ..m.clone() };
+        let one = RequestMetrics {
+            completion_tokens: Some(1),
+            ..m.clone()
+        };
         assert_eq!(one.tpot_ms(), None);
     }
 
@@ -198,9 +215,21 @@ mod tests {
     #[test]
     fn goodput_counts_requests_meeting_both_slas() {
         let mut t = RunTally::default();
-        let fast = RequestMetrics { ok: true, ttft_ms: Some(100.0), e2e_ms: 500.0, completion_tokens: Some(5), ..Default::default() };
-        let slow_first = RequestMetrics { ttft_ms: Some(3000.0), ..fast.clone() };
-        let failed = RequestMetrics { ok: false, ..fast.clone() };
+        let fast = RequestMetrics {
+            ok: true,
+            ttft_ms: Some(100.0),
+            e2e_ms: 500.0,
+            completion_tokens: Some(5),
+            ..Default::default()
+        };
+        let slow_first = RequestMetrics {
+            ttft_ms: Some(3000.0),
+            ..fast.clone()
+        };
+        let failed = RequestMetrics {
+            ok: false,
+            ..fast.clone()
+        };
         for m in [&fast, &fast, &slow_first, &failed] {
             t.add_request(m, 2000.0, 200.0);
         }

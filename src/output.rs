@@ -27,7 +27,10 @@ pub fn ingest_report(r: &IngestReport) {
         r.updated,
         r.unchanged,
         r.rejected,
-        r.rejects_file.as_ref().map(|p| format!(" (see {})", p.display())).unwrap_or_default()
+        r.rejects_file
+            .as_ref()
+            .map(|p| format!(" (see {})", p.display()))
+            .unwrap_or_default()
     );
 }
 
@@ -38,7 +41,11 @@ fn ms(v: Option<f64>) -> String {
 pub fn summary(s: &RunSummary) {
     println!(
         "restaurants: {} done, {} skipped, {} failed | analyses: {} ok, {} failed",
-        s.restaurants_done, s.restaurants_skipped, s.restaurants_failed, s.analyses_ok, s.analyses_failed
+        s.restaurants_done,
+        s.restaurants_skipped,
+        s.restaurants_failed,
+        s.analyses_ok,
+        s.analyses_failed
     );
     println!(
         "requests: {} ({} failed) | tokens: {} prompt, {} completion | TTFT p50 {} p95 {} | goodput {:.2} req/s | wall {:.1} s",
@@ -70,7 +77,11 @@ pub fn results_text(restaurant_id: &str, results: &[StoredResult]) {
                 println!("-- {} ({})", r.kind, r.model);
                 println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
             }
-            (None, e) => println!("-- {}: FAILED: {}", r.kind, e.as_deref().unwrap_or("unknown")),
+            (None, e) => println!(
+                "-- {}: FAILED: {}",
+                r.kind,
+                e.as_deref().unwrap_or("unknown")
+            ),
         }
     }
 }
@@ -96,12 +107,22 @@ impl Progress {
 
     pub fn restaurant(&self, id: &str, outcome: &RestaurantOutcome) {
         match outcome {
-            RestaurantOutcome::Skipped => tracing::debug!(restaurant_id = id, "skipped: results are current"),
-            RestaurantOutcome::Done { failed_analyses: 0 } => tracing::info!(restaurant_id = id, "done"),
-            RestaurantOutcome::Done { failed_analyses } => {
-                tracing::warn!(restaurant_id = id, failed_analyses, "done with failed analyses")
+            RestaurantOutcome::Skipped => {
+                tracing::debug!(restaurant_id = id, "skipped: results are current")
             }
-            RestaurantOutcome::Error(e) => tracing::error!(restaurant_id = id, error = %e, "restaurant failed"),
+            RestaurantOutcome::Done { failed_analyses: 0 } => {
+                tracing::info!(restaurant_id = id, "done")
+            }
+            RestaurantOutcome::Done { failed_analyses } => {
+                tracing::warn!(
+                    restaurant_id = id,
+                    failed_analyses,
+                    "done with failed analyses"
+                )
+            }
+            RestaurantOutcome::Error(e) => {
+                tracing::error!(restaurant_id = id, error = %e, "restaurant failed")
+            }
         }
         if let Some(b) = &self.bar {
             b.set_message(id.to_string());

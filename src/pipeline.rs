@@ -15,7 +15,9 @@ use crate::config::Config;
 use crate::index::VectorIndex;
 use crate::infer::{ChatRequest, LlmClient};
 use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary, RunTally};
-use crate::plan::{estimate_tokens, plan_restaurant, Kind, Message, PlannedRequest, Prompts, RestaurantPlan};
+use crate::plan::{
+    estimate_tokens, plan_restaurant, Kind, Message, PlannedRequest, Prompts, RestaurantPlan,
+};
 use crate::select::select;
 use crate::store::results::{self, ResultKey, ResultRow};
 use crate::store::reviews::{self, hex, RestaurantRow};
@@ -53,7 +55,10 @@ impl Pipeline {
     pub fn result_key(&self, r: &RestaurantRow) -> ResultKey {
         let s = self.cfg.select;
         let mut h = Sha256::new();
-        h.update(format!("{}|k={}|m={}|l={}|{}", r.input_hash, s.k, s.diverse, s.lambda, self.embed_model_id));
+        h.update(format!(
+            "{}|k={}|m={}|l={}|{}",
+            r.input_hash, s.k, s.diverse, s.lambda, self.embed_model_id
+        ));
         ResultKey {
             restaurant_id: r.restaurant_id.clone(),
             input_hash: hex(&h.finalize())[..16].to_string(),
@@ -89,16 +94,24 @@ impl Pipeline {
             let outcome = match result {
                 Ok(None) => RestaurantOutcome::Skipped,
                 Ok(Some(a)) => {
-                    a.requests.iter().for_each(|m| tally.add_request(m, sla.ttft_ms, sla.tpot_ms));
+                    a.requests
+                        .iter()
+                        .for_each(|m| tally.add_request(m, sla.ttft_ms, sla.tpot_ms));
                     a.analyses.iter().for_each(|m| tally.add_analysis(m));
-                    RestaurantOutcome::Done { failed_analyses: a.analyses.iter().filter(|m| !m.ok).count() }
+                    RestaurantOutcome::Done {
+                        failed_analyses: a.analyses.iter().filter(|m| !m.ok).count(),
+                    }
                 }
                 Err(e) => RestaurantOutcome::Error(format!("{e:#}")),
             };
             match &outcome {
                 RestaurantOutcome::Skipped => tally.summary.restaurants_skipped += 1,
-                RestaurantOutcome::Done { failed_analyses: 0 } => tally.summary.restaurants_done += 1,
-                RestaurantOutcome::Done { .. } | RestaurantOutcome::Error(_) => tally.summary.restaurants_failed += 1,
+                RestaurantOutcome::Done { failed_analyses: 0 } => {
+                    tally.summary.restaurants_done += 1
+                }
+                RestaurantOutcome::Done { .. } | RestaurantOutcome::Error(_) => {
+                    tally.summary.restaurants_failed += 1
+                }
             }
             on_done(&id, &outcome);
         }
@@ -107,17 +120,29 @@ impl Pipeline {
 
     /// One restaurant: `None` if skipped because its results are current.
     #[tracing::instrument(skip_all, fields(restaurant_id = %r.restaurant_id))]
-    async fn restaurant(&self, run_id: i64, r: RestaurantRow, force: bool) -> anyhow::Result<Option<Analysed>> {
+    async fn restaurant(
+        &self,
+        run_id: i64,
+        r: RestaurantRow,
+        force: bool,
+    ) -> anyhow::Result<Option<Analysed>> {
         let key = self.result_key(&r);
         let kinds = Kind::NAMES;
         if !force {
             let k = key.clone();
-            if self.store.call(move |c| results::has_current_results(c, &k, &kinds)).await? {
+            if self
+                .store
+                .call(move |c| results::has_current_results(c, &k, &kinds))
+                .await?
+            {
                 return Ok(None);
             }
         }
         let id = r.restaurant_id.clone();
-        let all = self.store.call(move |c| reviews::restaurant_reviews(c, &id)).await?;
+        let all = self
+            .store
+            .call(move |c| reviews::restaurant_reviews(c, &id))
+            .await?;
         let selection = select(self.index.as_ref(), &r.restaurant_id, self.cfg.select).await?;
         let selected: Vec<_> = selection
             .review_ids()
@@ -127,10 +152,19 @@ impl Pipeline {
         if selected.is_empty() {
             anyhow::bail!("no embedded reviews to select from");
         }
-        let plan = plan_restaurant(&self.prompts, &r.restaurant_id, &selected, self.cfg.llm.max_tokens);
+        let plan = plan_restaurant(
+            &self.prompts,
+            &r.restaurant_id,
+            &selected,
+            self.cfg.llm.max_tokens,
+        );
         let est_all: u64 = all.iter().map(|rv| estimate_tokens(&rv.text)).sum();
         let est_sel: u64 = selected.iter().map(|rv| estimate_tokens(&rv.text)).sum();
-        let mut out = Analysed { rows: Vec::new(), analyses: Vec::new(), requests: Vec::new() };
+        let mut out = Analysed {
+            rows: Vec::new(),
+            analyses: Vec::new(),
+            requests: Vec::new(),
+        };
         // One after another: the first request leaves the shared prefix (system text + reviews) in
         // the server's prefix cache (vLLM's APC, llama.cpp's slot cache), so the next two only
         // prefill their task. Concurrency comes from running several restaurants at once.
@@ -144,7 +178,8 @@ impl Pipeline {
             out.analyses.push(am);
             out.requests.extend(reqs);
         }
-        let (rows, analyses, requests) = (out.rows.clone(), out.analyses.clone(), out.requests.clone());
+        let (rows, analyses, requests) =
+            (out.rows.clone(), out.analyses.clone(), out.requests.clone());
         self.store
             .call(move |c| results::put_analysis(c, run_id, &key, &rows, &analyses, &requests))
             .await?;
@@ -152,7 +187,11 @@ impl Pipeline {
     }
 
     /// One analysis: the request, then at most one repair retry if the answer is invalid.
-    async fn analysis(&self, plan: &RestaurantPlan, req: &PlannedRequest) -> (ResultRow, AnalysisMetrics, Vec<RequestMetrics>) {
+    async fn analysis(
+        &self,
+        plan: &RestaurantPlan,
+        req: &PlannedRequest,
+    ) -> (ResultRow, AnalysisMetrics, Vec<RequestMetrics>) {
         let started = Instant::now();
         let mut chat = ChatRequest {
             restaurant_id: plan.restaurant_id.clone(),
@@ -168,7 +207,12 @@ impl Pipeline {
             requests.extend(o.metrics);
             let reply = match o.result {
                 Ok(reply) => reply,
-                Err(e) => break Err((e.class, format!("request failed ({}): {}", e.class.as_str(), e.message))),
+                Err(e) => {
+                    break Err((
+                        e.class,
+                        format!("request failed ({}): {}", e.class.as_str(), e.message),
+                    ))
+                }
             };
             let reason = match validate(req.kind, &reply, &plan.refs) {
                 Ok(v) => break Ok(v.to_string()),
@@ -179,11 +223,17 @@ impl Pipeline {
                 last.error = Some(reason.clone());
             }
             if chat.attempt >= 2 {
-                break Err((ErrorClass::InvalidOutput, format!("{reason} (after one repair retry)")));
+                break Err((
+                    ErrorClass::InvalidOutput,
+                    format!("{reason} (after one repair retry)"),
+                ));
             }
             tracing::debug!(kind = req.kind.as_str(), %reason, "invalid answer, one repair retry");
             // Repair: keep the whole conversation (and so the cached prefix) and say what was wrong.
-            chat.messages.push(Message { role: "assistant", content: reply.content });
+            chat.messages.push(Message {
+                role: "assistant",
+                content: reply.content,
+            });
             chat.messages.push(Message {
                 role: "user",
                 content: format!("That answer is invalid: {reason}. Reply again with the corrected JSON object only."),
@@ -205,7 +255,12 @@ impl Pipeline {
             tracing::warn!(kind = req.kind.as_str(), %reason, "analysis failed");
         }
         let error_class = outcome.as_ref().err().map(|(c, _)| *c);
-        let row = ResultRow { kind: req.kind.as_str(), outcome: outcome.map_err(|(_, r)| r), error_class, attempts: chat.attempt };
+        let row = ResultRow {
+            kind: req.kind.as_str(),
+            outcome: outcome.map_err(|(_, r)| r),
+            error_class,
+            attempts: chat.attempt,
+        };
         (row, am, requests)
     }
 }

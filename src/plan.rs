@@ -17,9 +17,15 @@ use crate::store::reviews::{hex, StoredReview};
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("cannot read prompt file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("prompt schema {path} is not valid JSON: {source}")]
-    Schema { path: PathBuf, source: serde_json::Error },
+    Schema {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// The three analyses.
@@ -70,11 +76,19 @@ impl Prompts {
             h.update(task.as_bytes());
             h.update([0]);
             h.update(schema_text.as_bytes());
-            schemas[k as usize] = serde_json::from_str(&schema_text)
-                .map_err(|source| PlanError::Schema { path: dir.join(&schema_name), source })?;
+            schemas[k as usize] =
+                serde_json::from_str(&schema_text).map_err(|source| PlanError::Schema {
+                    path: dir.join(&schema_name),
+                    source,
+                })?;
             tasks[k as usize] = task;
         }
-        Ok(Self { system: system.trim().to_string(), tasks, schemas, version: hex(&h.finalize())[..16].to_string() })
+        Ok(Self {
+            system: system.trim().to_string(),
+            tasks,
+            schemas,
+            version: hex(&h.finalize())[..16].to_string(),
+        })
     }
 }
 
@@ -115,17 +129,30 @@ pub struct RestaurantPlan {
 }
 
 /// Builds the plan from the selected reviews, in selection order.
-pub fn plan_restaurant(p: &Prompts, restaurant_id: &str, selected: &[StoredReview], max: MaxTokens) -> RestaurantPlan {
+pub fn plan_restaurant(
+    p: &Prompts,
+    restaurant_id: &str,
+    selected: &[StoredReview],
+    max: MaxTokens,
+) -> RestaurantPlan {
     let refs: Vec<ReviewRef> = selected
         .iter()
         .enumerate()
-        .map(|(i, r)| ReviewRef { reference: format!("R{}", i + 1), review_id: r.review_id.clone(), text: r.text.clone() })
+        .map(|(i, r)| ReviewRef {
+            reference: format!("R{}", i + 1),
+            review_id: r.review_id.clone(),
+            text: r.text.clone(),
+        })
         .collect();
     let language = language_of(selected);
     let mut shared = format!("Reviews ({}):\n", refs.len());
     for r in &refs {
         // One line per review keeps references unambiguous.
-        shared.push_str(&format!("[{}] {}\n", r.reference, r.text.replace(['\n', '\r'], " ")));
+        shared.push_str(&format!(
+            "[{}] {}\n",
+            r.reference,
+            r.text.replace(['\n', '\r'], " ")
+        ));
     }
     let requests = Kind::ALL
         .iter()
@@ -137,7 +164,16 @@ pub fn plan_restaurant(p: &Prompts, restaurant_id: &str, selected: &[StoredRevie
             let est = estimate_tokens(&p.system) + estimate_tokens(&user);
             PlannedRequest {
                 kind,
-                messages: vec![Message { role: "system", content: p.system.clone() }, Message { role: "user", content: user }],
+                messages: vec![
+                    Message {
+                        role: "system",
+                        content: p.system.clone(),
+                    },
+                    Message {
+                        role: "user",
+                        content: user,
+                    },
+                ],
                 schema: restrict_refs(&p.schemas[kind as usize], kind, &refs),
                 max_tokens: match kind {
                     Kind::Sentiment => max.sentiment,
@@ -148,7 +184,11 @@ pub fn plan_restaurant(p: &Prompts, restaurant_id: &str, selected: &[StoredRevie
             }
         })
         .collect();
-    RestaurantPlan { restaurant_id: restaurant_id.to_string(), refs, requests }
+    RestaurantPlan {
+        restaurant_id: restaurant_id.to_string(),
+        refs,
+        requests,
+    }
 }
 
 /// "Korean" when most selected reviews are Korean (by their `lang`, else by Hangul in the text).
@@ -174,7 +214,13 @@ pub fn is_hangul(c: char) -> bool {
 /// Token estimate used where the model's tokenizer is not at hand: ASCII text at ~4 bytes a token,
 /// other characters (Hangul) at ~1.5 tokens each, as small BPE vocabularies split them.
 pub fn estimate_tokens(text: &str) -> u64 {
-    let (ascii, other) = text.chars().fold((0u64, 0u64), |(a, o), c| if c.is_ascii() { (a + 1, o) } else { (a, o + 1) });
+    let (ascii, other) = text.chars().fold((0u64, 0u64), |(a, o), c| {
+        if c.is_ascii() {
+            (a + 1, o)
+        } else {
+            (a, o + 1)
+        }
+    });
     ascii.div_ceil(4) + (other * 3).div_ceil(2)
 }
 
@@ -204,7 +250,8 @@ fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
                     })
                 })
                 .collect();
-            s["properties"]["strengths"]["items"]["properties"]["evidence"]["items"] = json!({"anyOf": per_review});
+            s["properties"]["strengths"]["items"]["properties"]["evidence"]["items"] =
+                json!({"anyOf": per_review});
         }
         Kind::Summary => {}
     }
@@ -245,7 +292,13 @@ mod tests {
     use super::*;
 
     fn review(id: &str, text: &str, lang: &str) -> StoredReview {
-        StoredReview { review_id: id.into(), text: text.into(), content_hash: String::new(), lang: Some(lang.into()), rating: None }
+        StoredReview {
+            review_id: id.into(),
+            text: text.into(),
+            content_hash: String::new(),
+            lang: Some(lang.into()),
+            rating: None,
+        }
     }
 
     fn plan() -> RestaurantPlan {
@@ -255,18 +308,41 @@ mod tests {
             review("r-002", "Great galbi but the queue was\n40 minutes.", "en"),
             review("r-003", "직원분들이 친절해요", "ko"),
         ];
-        plan_restaurant(&p, "r", &reviews, MaxTokens { sentiment: 100, summary: 200, strengths: 300 })
+        plan_restaurant(
+            &p,
+            "r",
+            &reviews,
+            MaxTokens {
+                sentiment: 100,
+                summary: 200,
+                strengths: 300,
+            },
+        )
     }
 
     #[test]
     fn three_prompts_share_everything_but_the_task() {
         let plan = plan();
-        let users: Vec<&str> = plan.requests.iter().map(|r| r.messages[1].content.as_str()).collect();
-        let common = users[0].char_indices().zip(users[1].chars()).take_while(|((_, a), b)| a == b).count();
+        let users: Vec<&str> = plan
+            .requests
+            .iter()
+            .map(|r| r.messages[1].content.as_str())
+            .collect();
+        let common = users[0]
+            .char_indices()
+            .zip(users[1].chars())
+            .take_while(|((_, a), b)| a == b)
+            .count();
         let prefix: String = users[0].chars().take(common).collect();
-        assert!(prefix.contains("[R3] 직원분들이 친절해요"), "the reviews are in the shared prefix");
+        assert!(
+            prefix.contains("[R3] 직원분들이 친절해요"),
+            "the reviews are in the shared prefix"
+        );
         assert!(users.iter().all(|u| u.starts_with(&prefix)));
-        assert!(plan.requests.iter().all(|r| r.messages[0] == plan.requests[0].messages[0]));
+        assert!(plan
+            .requests
+            .iter()
+            .all(|r| r.messages[0] == plan.requests[0].messages[0]));
     }
 
     #[test]
@@ -281,19 +357,29 @@ mod tests {
     fn schema_restricts_refs_and_sentiment_count() {
         let plan = plan();
         let s = &plan.requests[0].schema;
-        assert_eq!(s["properties"]["reviews"]["items"]["properties"]["ref"]["enum"], json!(["R1", "R2", "R3"]));
+        assert_eq!(
+            s["properties"]["reviews"]["items"]["properties"]["ref"]["enum"],
+            json!(["R1", "R2", "R3"])
+        );
         assert_eq!(s["properties"]["reviews"]["minItems"], json!(3));
         let st = &plan.requests[2].schema;
-        let alts = &st["properties"]["strengths"]["items"]["properties"]["evidence"]["items"]["anyOf"];
+        let alts =
+            &st["properties"]["strengths"]["items"]["properties"]["evidence"]["items"]["anyOf"];
         assert_eq!(alts[1]["properties"]["ref"]["const"], json!("R2"));
-        assert_eq!(alts[1]["properties"]["quote"]["enum"], json!(["Great galbi but the queue was", "40 minutes."]));
+        assert_eq!(
+            alts[1]["properties"]["quote"]["enum"],
+            json!(["Great galbi but the queue was", "40 minutes."])
+        );
     }
 
     #[test]
     fn sentences_are_verbatim_pieces() {
         let t = "국물이 진해요! 또 올게요. Staff were kind?  ok";
         let s = sentences(t);
-        assert_eq!(s, ["국물이 진해요!", "또 올게요.", "Staff were kind?", "ok"]);
+        assert_eq!(
+            s,
+            ["국물이 진해요!", "또 올게요.", "Staff were kind?", "ok"]
+        );
         assert!(s.iter().all(|p| t.contains(p.as_str())));
         let long = "가".repeat(400);
         assert_eq!(sentences(&long)[0].chars().count(), MAX_QUOTE_CHARS);

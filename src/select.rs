@@ -13,7 +13,11 @@ pub struct Selection {
 
 impl Selection {
     pub fn review_ids(&self) -> Vec<String> {
-        self.representative.iter().chain(&self.diverse).map(|h| h.review_id.clone()).collect()
+        self.representative
+            .iter()
+            .chain(&self.diverse)
+            .map(|h| h.review_id.clone())
+            .collect()
     }
 
     pub fn len(&self) -> usize {
@@ -25,16 +29,28 @@ impl Selection {
     }
 }
 
-pub async fn select(index: &dyn VectorIndex, restaurant_id: &str, cfg: SelectConfig) -> Result<Selection, IndexError> {
+pub async fn select(
+    index: &dyn VectorIndex,
+    restaurant_id: &str,
+    cfg: SelectConfig,
+) -> Result<Selection, IndexError> {
     let Some(centroid) = index.centroid(restaurant_id).await? else {
-        return Ok(Selection { representative: Vec::new(), diverse: Vec::new() });
+        return Ok(Selection {
+            representative: Vec::new(),
+            diverse: Vec::new(),
+        });
     };
     let representative = index.nearest(restaurant_id, &centroid, cfg.k).await?;
     let diverse = if representative.len() < cfg.k || cfg.diverse == 0 {
         Vec::new() // fewer than K reviews: all of them are already in
     } else {
         let exclude: Vec<String> = representative.iter().map(|h| h.review_id.clone()).collect();
-        index.mmr(restaurant_id, &centroid, cfg.diverse, cfg.lambda, &exclude).await?
+        index
+            .mmr(restaurant_id, &centroid, cfg.diverse, cfg.lambda, &exclude)
+            .await?
     };
-    Ok(Selection { representative, diverse })
+    Ok(Selection {
+        representative,
+        diverse,
+    })
 }

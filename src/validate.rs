@@ -114,7 +114,9 @@ fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
 fn review_id<'a>(refs: &'a [ReviewRef], reference: &str) -> Result<&'a ReviewRef, String> {
     refs.iter()
         .find(|r| r.reference == reference)
-        .ok_or_else(|| format!("evidence: cites {reference:?}, which is not one of the selected reviews"))
+        .ok_or_else(|| {
+            format!("evidence: cites {reference:?}, which is not one of the selected reviews")
+        })
 }
 
 fn score(s: f64) -> Result<f64, String> {
@@ -142,17 +144,21 @@ fn sentiment(o: SentimentOut, refs: &[ReviewRef]) -> Result<Value, String> {
     Ok(serde_json::json!({"reviews": reviews, "overall": o.overall}))
 }
 
-fn summary(o: SummaryOut) -> Result<Value, String> {
-    if o.summary.trim().is_empty() {
-        return Err("schema: empty summary".into());
+/// Text must say something: not empty, not a placeholder such as "..." copied from a format hint.
+fn words(field: &str, text: &str) -> Result<(), String> {
+    if text.chars().filter(|c| c.is_alphabetic()).count() < 2 {
+        return Err(format!("content: {field} {text:?} has no words"));
     }
+    Ok(())
+}
+
+fn summary(o: SummaryOut) -> Result<Value, String> {
+    words("summary", &o.summary)?;
     if o.aspects.is_empty() {
         return Err("schema: no aspects".into());
     }
     for (name, a) in &o.aspects {
-        if a.summary.trim().is_empty() {
-            return Err(format!("schema: aspect {name:?} has an empty summary"));
-        }
+        words(&format!("aspect {name:?} summary"), &a.summary)?;
     }
     serde_json::to_value(o).map_err(|e| e.to_string())
 }
@@ -163,9 +169,8 @@ fn strengths(o: StrengthsOut, refs: &[ReviewRef]) -> Result<Value, String> {
     }
     let mut out = Vec::new();
     for s in &o.strengths {
-        if s.title.trim().is_empty() || s.detail.trim().is_empty() {
-            return Err("schema: a strength has an empty title or detail".into());
-        }
+        words("strength title", &s.title)?;
+        words("strength detail", &s.detail)?;
         if s.evidence.is_empty() {
             return Err(format!("evidence: strength {:?} cites no review", s.title));
         }
@@ -174,7 +179,10 @@ fn strengths(o: StrengthsOut, refs: &[ReviewRef]) -> Result<Value, String> {
             let r = review_id(refs, &e.reference)?;
             let quote = e.quote.trim();
             if quote.chars().count() < 2 || !contains_verbatim(&r.text, quote) {
-                return Err(format!("evidence: quote {quote:?} does not occur in {} ({})", e.reference, r.review_id));
+                return Err(format!(
+                    "evidence: quote {quote:?} does not occur in {} ({})",
+                    e.reference, r.review_id
+                ));
             }
             evidence.push(serde_json::json!({"review_id": r.review_id, "quote": quote}));
         }
@@ -196,13 +204,24 @@ mod tests {
 
     fn refs() -> Vec<ReviewRef> {
         vec![
-            ReviewRef { reference: "R1".into(), review_id: "a-001".into(), text: "국물이 진하고 맛있어요.\n또 올게요".into() },
-            ReviewRef { reference: "R2".into(), review_id: "a-002".into(), text: "Rude staff, long wait.".into() },
+            ReviewRef {
+                reference: "R1".into(),
+                review_id: "a-001".into(),
+                text: "국물이 진하고 맛있어요.\n또 올게요".into(),
+            },
+            ReviewRef {
+                reference: "R2".into(),
+                review_id: "a-002".into(),
+                text: "Rude staff, long wait.".into(),
+            },
         ]
     }
 
     fn reply(s: &str) -> Reply {
-        Reply { content: s.into(), finish_reason: Some("stop".into()) }
+        Reply {
+            content: s.into(),
+            finish_reason: Some("stop".into()),
+        }
     }
 
     #[test]
@@ -219,24 +238,54 @@ mod tests {
     #[test]
     fn sentiment_must_cover_every_review_once() {
         let one = r#"{"reviews":[{"ref":"R1","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
-        assert_eq!(validate(Kind::Sentiment, &reply(one), &refs()).unwrap_err(), "evidence: no label for R2");
+        assert_eq!(
+            validate(Kind::Sentiment, &reply(one), &refs()).unwrap_err(),
+            "evidence: no label for R2"
+        );
         let unknown = r#"{"reviews":[{"ref":"R9","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
-        assert!(validate(Kind::Sentiment, &reply(unknown), &refs()).unwrap_err().contains("R9"));
+        assert!(validate(Kind::Sentiment, &reply(unknown), &refs())
+            .unwrap_err()
+            .contains("R9"));
     }
 
     #[test]
     fn cut_output_is_a_failure_even_if_it_parses() {
-        let r = Reply { content: r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}}}"#.into(), finish_reason: Some("length".into()) };
-        assert!(validate(Kind::Summary, &r, &refs()).unwrap_err().contains("finish_reason=length"));
+        let r = Reply {
+            content:
+                r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}}}"#
+                    .into(),
+            finish_reason: Some("length".into()),
+        };
+        assert!(validate(Kind::Summary, &r, &refs())
+            .unwrap_err()
+            .contains("finish_reason=length"));
     }
 
     #[test]
     fn unknown_fields_and_bad_enums_fail_the_schema() {
         let extra = r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}},"x":1}"#;
-        assert!(validate(Kind::Summary, &reply(extra), &refs()).unwrap_err().starts_with("schema:"));
-        let bad = r#"{"summary":"ok","aspects":{"parking":{"sentiment":"positive","summary":"good"}}}"#;
-        assert!(validate(Kind::Summary, &reply(bad), &refs()).unwrap_err().starts_with("schema:"));
-        assert!(validate(Kind::Summary, &reply("not json"), &refs()).unwrap_err().starts_with("schema:"));
+        assert!(validate(Kind::Summary, &reply(extra), &refs())
+            .unwrap_err()
+            .starts_with("schema:"));
+        let bad =
+            r#"{"summary":"ok","aspects":{"parking":{"sentiment":"positive","summary":"good"}}}"#;
+        assert!(validate(Kind::Summary, &reply(bad), &refs())
+            .unwrap_err()
+            .starts_with("schema:"));
+        assert!(validate(Kind::Summary, &reply("not json"), &refs())
+            .unwrap_err()
+            .starts_with("schema:"));
+    }
+
+    #[test]
+    fn placeholder_text_is_not_a_result() {
+        let dots =
+            r#"{"summary":"...","aspects":{"food":{"sentiment":"positive","summary":"..."}}}"#;
+        assert!(validate(Kind::Summary, &reply(dots), &refs())
+            .unwrap_err()
+            .contains("has no words"));
+        let ok = r#"{"summary":"국물이 좋아요","aspects":{"food":{"sentiment":"positive","summary":"진한 국물"}}}"#;
+        assert!(validate(Kind::Summary, &reply(ok), &refs()).is_ok());
     }
 
     #[test]
@@ -244,9 +293,11 @@ mod tests {
         let ok = r#"{"strengths":[{"title":"국물","detail":"진한 국물","evidence":[{"ref":"R1","quote":"국물이 진하고 맛있어요. 또 올게요"}]}]}"#;
         let v = validate(Kind::Strengths, &reply(ok), &refs()).unwrap();
         assert_eq!(v["strengths"][0]["evidence"][0]["review_id"], "a-001");
-        let wrong_review = r#"{"strengths":[{"title":"t","detail":"d","evidence":[{"ref":"R2","quote":"국물이 진하고"}]}]}"#;
-        assert!(validate(Kind::Strengths, &reply(wrong_review), &refs()).unwrap_err().contains("does not occur in R2"));
-        let invented = r#"{"strengths":[{"title":"t","detail":"d","evidence":[{"ref":"R1","quote":"best soup in Seoul"}]}]}"#;
+        let wrong_review = r#"{"strengths":[{"title":"국물","detail":"진한 국물","evidence":[{"ref":"R2","quote":"국물이 진하고"}]}]}"#;
+        assert!(validate(Kind::Strengths, &reply(wrong_review), &refs())
+            .unwrap_err()
+            .contains("does not occur in R2"));
+        let invented = r#"{"strengths":[{"title":"soup","detail":"great soup","evidence":[{"ref":"R1","quote":"best soup in Seoul"}]}]}"#;
         assert!(validate(Kind::Strengths, &reply(invented), &refs()).is_err());
     }
 }

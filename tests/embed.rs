@@ -1,6 +1,8 @@
 //! The real multilingual embedding model: clear errors for missing files, and vectors that put a
 //! Korean review near its English meaning and far from an unrelated one.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 mod common;
 
 use palate::config::EmbedConfig;
@@ -29,9 +31,16 @@ async fn korean_and_english_with_the_same_meaning_are_close() {
     ];
     let v = e.embed(texts).await.unwrap();
     assert_eq!(v.len(), 5);
-    assert!(v.iter().all(|x| x.len() == 384 && (dot(x, x) - 1.0).abs() < 1e-3));
+    assert!(v
+        .iter()
+        .all(|x| x.len() == 384 && (dot(x, x) - 1.0).abs() < 1e-3));
     // Cross-lingual pairs beat unrelated pairs (order is preserved despite length sorting).
-    assert!(dot(&v[0], &v[1]) > dot(&v[0], &v[3]), "{} vs {}", dot(&v[0], &v[1]), dot(&v[0], &v[3]));
+    assert!(
+        dot(&v[0], &v[1]) > dot(&v[0], &v[3]),
+        "{} vs {}",
+        dot(&v[0], &v[1]),
+        dot(&v[0], &v[3])
+    );
     assert!(dot(&v[2], &v[3]) > dot(&v[2], &v[1]));
 }
 
@@ -45,5 +54,9 @@ async fn missing_runtime_or_model_is_a_clear_error_not_a_panic() {
     let mut c = cfg();
     c.model_dir = "/nonexistent/me5".into();
     let e = FastEmbedder::load(&c).await.err().unwrap();
-    assert!(e.to_string().contains("/nonexistent/me5/model.onnx") || e.to_string().contains("/nonexistent/me5"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/me5/model.onnx")
+            || e.to_string().contains("/nonexistent/me5"),
+        "{e}"
+    );
 }

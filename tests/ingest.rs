@@ -1,6 +1,8 @@
 //! Ingest on corpora of bad rows: each bad row is rejected with its line and reason, good rows are
 //! stored, re-ingesting changes nothing, an unusable file is an error naming it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
 mod common;
 
 use palate::ingest::{ingest_file, IngestOptions};
@@ -13,7 +15,10 @@ fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            (v["line"].as_u64().unwrap(), v["reason"].as_str().unwrap().to_string())
+            (
+                v["line"].as_u64().unwrap(),
+                v["reason"].as_str().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -21,14 +26,22 @@ fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
 fn setup() -> (tempfile::TempDir, rusqlite::Connection, IngestOptions) {
     let dir = tempfile::tempdir().unwrap();
     let conn = open_connection(&dir.path().join("t.db")).unwrap();
-    let opts = IngestOptions { max_review_bytes: 4000, rejects_dir: dir.path().join("rejects") };
+    let opts = IngestOptions {
+        max_review_bytes: 4000,
+        rejects_dir: dir.path().join("rejects"),
+    };
     (dir, conn, opts)
 }
 
 #[test]
 fn jsonl_bad_rows_are_each_rejected_with_line_and_reason() {
     let (_dir, mut conn, opts) = setup();
-    let r = ingest_file(&mut conn, &common::root().join("tests/data/bad_rows.jsonl"), &opts).unwrap();
+    let r = ingest_file(
+        &mut conn,
+        &common::root().join("tests/data/bad_rows.jsonl"),
+        &opts,
+    )
+    .unwrap();
     assert_eq!((r.inserted, r.rejected), (2, 10), "{r:?}");
     let got = rejects(r.rejects_file.as_ref().unwrap());
     let expect = [
@@ -46,16 +59,26 @@ fn jsonl_bad_rows_are_each_rejected_with_line_and_reason() {
     assert_eq!(got.len(), expect.len(), "{got:#?}");
     for ((line, reason), (eline, ereason)) in got.iter().zip(expect) {
         assert_eq!(*line, eline, "{reason}");
-        assert!(reason.contains(ereason), "line {line}: {reason:?} should mention {ereason:?}");
+        assert!(
+            reason.contains(ereason),
+            "line {line}: {reason:?} should mention {ereason:?}"
+        );
     }
-    let n: i64 = conn.query_row("SELECT count(*) FROM reviews", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM reviews", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 2);
 }
 
 #[test]
 fn csv_bad_rows_are_each_rejected_with_line_and_reason() {
     let (_dir, mut conn, opts) = setup();
-    let r = ingest_file(&mut conn, &common::root().join("tests/data/bad_rows.csv"), &opts).unwrap();
+    let r = ingest_file(
+        &mut conn,
+        &common::root().join("tests/data/bad_rows.csv"),
+        &opts,
+    )
+    .unwrap();
     assert_eq!((r.inserted, r.rejected), (2, 6), "{r:?}");
     let got = rejects(r.rejects_file.as_ref().unwrap());
     let expect = [
@@ -69,10 +92,18 @@ fn csv_bad_rows_are_each_rejected_with_line_and_reason() {
     assert_eq!(got.len(), expect.len(), "{got:#?}");
     for ((line, reason), (eline, ereason)) in got.iter().zip(expect) {
         assert_eq!(*line, eline, "{reason}");
-        assert!(reason.contains(ereason), "line {line}: {reason:?} should mention {ereason:?}");
+        assert!(
+            reason.contains(ereason),
+            "line {line}: {reason:?} should mention {ereason:?}"
+        );
     }
-    let text: String =
-        conn.query_row("SELECT text FROM reviews WHERE review_id = 'r2-005'", [], |r| r.get(0)).unwrap();
+    let text: String = conn
+        .query_row(
+            "SELECT text FROM reviews WHERE review_id = 'r2-005'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(text, "multi\nline review, fine");
 }
 
@@ -83,13 +114,25 @@ fn re_ingesting_the_same_file_changes_nothing() {
     let first = ingest_file(&mut conn, &data, &opts).unwrap();
     assert!(first.inserted > 800 && first.rejected == 0, "{first:?}");
     let hashes = |c: &rusqlite::Connection| -> Vec<(String, String, String)> {
-        let mut q = c.prepare("SELECT restaurant_id, input_hash, updated_at FROM restaurants ORDER BY 1").unwrap();
-        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+        let mut q = c
+            .prepare("SELECT restaurant_id, input_hash, updated_at FROM restaurants ORDER BY 1")
+            .unwrap();
+        q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
     };
     let before = hashes(&conn);
     let again = ingest_file(&mut conn, &data, &opts).unwrap();
-    assert_eq!((again.inserted, again.updated, again.unchanged), (0, 0, first.inserted));
-    assert_eq!(hashes(&conn), before, "restaurant input hashes and timestamps are untouched");
+    assert_eq!(
+        (again.inserted, again.updated, again.unchanged),
+        (0, 0, first.inserted)
+    );
+    assert_eq!(
+        hashes(&conn),
+        before,
+        "restaurant input hashes and timestamps are untouched"
+    );
 }
 
 #[test]
@@ -99,7 +142,12 @@ fn an_edited_review_changes_only_its_restaurants_hash() {
     std::fs::write(&a, "{\"restaurant_id\":\"x\",\"review_id\":\"x1\",\"text\":\"good\"}\n{\"restaurant_id\":\"y\",\"review_id\":\"y1\",\"text\":\"bad\"}\n").unwrap();
     ingest_file(&mut conn, &a, &opts).unwrap();
     let hash = |c: &rusqlite::Connection, id: &str| -> String {
-        c.query_row("SELECT input_hash FROM restaurants WHERE restaurant_id = ?1", [id], |r| r.get(0)).unwrap()
+        c.query_row(
+            "SELECT input_hash FROM restaurants WHERE restaurant_id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .unwrap()
     };
     let (x0, y0) = (hash(&conn, "x"), hash(&conn, "y"));
     std::fs::write(&a, "{\"restaurant_id\":\"x\",\"review_id\":\"x1\",\"text\":\"great\"}\n{\"restaurant_id\":\"y\",\"review_id\":\"y1\",\"text\":\"bad\"}\n").unwrap();
@@ -113,27 +161,44 @@ fn an_edited_review_changes_only_its_restaurants_hash() {
 fn a_review_id_of_another_restaurant_is_rejected() {
     let (dir, mut conn, opts) = setup();
     let a = dir.path().join("a.jsonl");
-    std::fs::write(&a, "{\"restaurant_id\":\"x\",\"review_id\":\"1\",\"text\":\"good\"}\n").unwrap();
+    std::fs::write(
+        &a,
+        "{\"restaurant_id\":\"x\",\"review_id\":\"1\",\"text\":\"good\"}\n",
+    )
+    .unwrap();
     ingest_file(&mut conn, &a, &opts).unwrap();
     let b = dir.path().join("b.jsonl");
-    std::fs::write(&b, "{\"restaurant_id\":\"y\",\"review_id\":\"1\",\"text\":\"good\"}\n").unwrap();
+    std::fs::write(
+        &b,
+        "{\"restaurant_id\":\"y\",\"review_id\":\"1\",\"text\":\"good\"}\n",
+    )
+    .unwrap();
     let r = ingest_file(&mut conn, &b, &opts).unwrap();
     assert_eq!(r.rejected, 1);
-    assert!(rejects(r.rejects_file.as_ref().unwrap())[0].1.contains("already belongs to restaurant \"x\""));
+    assert!(rejects(r.rejects_file.as_ref().unwrap())[0]
+        .1
+        .contains("already belongs to restaurant \"x\""));
 }
 
 #[test]
 fn unusable_files_are_errors_naming_the_file() {
     let (dir, mut conn, opts) = setup();
     let missing = dir.path().join("nope.jsonl");
-    let e = ingest_file(&mut conn, &missing, &opts).unwrap_err().to_string();
+    let e = ingest_file(&mut conn, &missing, &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
     let txt = dir.path().join("reviews.txt");
     std::fs::write(&txt, "hello").unwrap();
-    assert!(ingest_file(&mut conn, &txt, &opts).unwrap_err().to_string().contains("unknown format"));
+    assert!(ingest_file(&mut conn, &txt, &opts)
+        .unwrap_err()
+        .to_string()
+        .contains("unknown format"));
     let headerless = dir.path().join("h.csv");
     std::fs::write(&headerless, "a,b,c\n1,2,3\n").unwrap();
-    let e = ingest_file(&mut conn, &headerless, &opts).unwrap_err().to_string();
+    let e = ingest_file(&mut conn, &headerless, &opts)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("h.csv") && e.contains("restaurant_id"), "{e}");
 }
 
@@ -141,18 +206,20 @@ fn unusable_files_are_errors_naming_the_file() {
 fn palate_ingest_prints_counts_and_exits_zero_on_bad_rows() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("t.db");
-    let rej = dir.path().join("rej");
     let (code, out, err) = common::palate(&[
         "ingest",
         "tests/data/bad_rows.jsonl",
         "--database",
         db.to_str().unwrap(),
+        "--rejects-dir",
+        dir.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
+    assert!(dir.path().join("bad_rows.jsonl.rejects.jsonl").is_file());
     assert!(out.contains("12 rows"), "{out}");
     assert!(out.contains("10 rejected"), "{out}");
-    let _ = rej;
-    let (code, _, err) = common::palate(&["ingest", "missing.csv", "--database", db.to_str().unwrap()]);
+    let (code, _, err) =
+        common::palate(&["ingest", "missing.csv", "--database", db.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("missing.csv"), "{err}");
 }

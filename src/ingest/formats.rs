@@ -9,7 +9,11 @@ use super::{read_bounded_line, IngestError, RawRow, Sink};
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// JSON Lines: one object per line; blank lines are skipped.
-pub fn read_jsonl<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Result<(), IngestError> {
+pub fn read_jsonl<R: BufRead>(
+    mut r: R,
+    path: &Path,
+    sink: &mut Sink<'_>,
+) -> Result<(), IngestError> {
     let max_line = (sink.max_review_bytes * 4 + 4096).max(1 << 20);
     let mut buf = Vec::new();
     let mut line = 0u64;
@@ -18,18 +22,36 @@ pub fn read_jsonl<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Res
         let cut = match read_bounded_line(&mut r, &mut buf, max_line) {
             Ok(Some(cut)) => cut,
             Ok(None) => return Ok(()),
-            Err(source) => return Err(IngestError::Read { path: path.into(), line, source }),
+            Err(source) => {
+                return Err(IngestError::Read {
+                    path: path.into(),
+                    line,
+                    source,
+                })
+            }
         };
-        let bytes = if line == 1 { buf.strip_prefix(BOM).unwrap_or(&buf) } else { &buf[..] };
+        let bytes = if line == 1 {
+            buf.strip_prefix(BOM).unwrap_or(&buf)
+        } else {
+            &buf[..]
+        };
         let lossy = String::from_utf8_lossy(bytes);
         if cut {
-            sink.reject(line, &format!("line is longer than {max_line} bytes"), &lossy)?;
+            sink.reject(
+                line,
+                &format!("line is longer than {max_line} bytes"),
+                &lossy,
+            )?;
             continue;
         }
         let text = match std::str::from_utf8(bytes) {
             Ok(t) => t,
             Err(e) => {
-                sink.reject(line, &format!("invalid UTF-8 at byte {}", e.valid_up_to()), &lossy)?;
+                sink.reject(
+                    line,
+                    &format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                    &lossy,
+                )?;
                 continue;
             }
         };
@@ -44,7 +66,8 @@ pub fn read_jsonl<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Res
 }
 
 fn parse_json_row(text: &str) -> Result<RawRow, String> {
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let obj = v.as_object().ok_or("not a JSON object")?;
     let field = |name: &str| -> Result<Option<String>, String> {
         match obj.get(name) {
@@ -76,16 +99,26 @@ fn kind(v: &serde_json::Value) -> &'static str {
 /// CSV with a header row naming the columns (any order; unknown columns are ignored).
 pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Result<(), IngestError> {
     // Skip a UTF-8 byte-order mark so the first column name is read correctly.
-    let head = r.fill_buf().map_err(|source| IngestError::Read { path: path.into(), line: 1, source })?;
+    let head = r.fill_buf().map_err(|source| IngestError::Read {
+        path: path.into(),
+        line: 1,
+        source,
+    })?;
     if head.starts_with(BOM) {
         r.consume(BOM.len());
     }
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(r);
-    let headers = rdr.byte_headers().map_err(|e| unusable(path, format!("cannot read the header row: {e}")))?.clone();
-    let names: Vec<String> =
-        headers.iter().map(|h| String::from_utf8_lossy(h).trim().to_ascii_lowercase()).collect();
+    let headers = rdr
+        .byte_headers()
+        .map_err(|e| unusable(path, format!("cannot read the header row: {e}")))?
+        .clone();
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| String::from_utf8_lossy(h).trim().to_ascii_lowercase())
+        .collect();
     let col = |n: &str| names.iter().position(|h| h == n);
-    let (Some(rid), Some(id), Some(text)) = (col("restaurant_id"), col("review_id"), col("text")) else {
+    let (Some(rid), Some(id), Some(text)) = (col("restaurant_id"), col("review_id"), col("text"))
+    else {
         return Err(unusable(
             path,
             format!("the header row must name restaurant_id, review_id and text; found {names:?}"),
@@ -101,14 +134,22 @@ pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Resul
             Err(e) => {
                 let line = e.position().map_or(line, |p| p.line());
                 if let csv::ErrorKind::Io(source) = e.into_kind() {
-                    return Err(IngestError::Read { path: path.into(), line, source });
+                    return Err(IngestError::Read {
+                        path: path.into(),
+                        line,
+                        source,
+                    });
                 }
                 sink.reject(line, "unreadable CSV record", "")?;
                 continue;
             }
         }
         let line = rec.position().map_or(line, |p| p.line());
-        let raw = rec.iter().map(String::from_utf8_lossy).collect::<Vec<_>>().join(",");
+        let raw = rec
+            .iter()
+            .map(String::from_utf8_lossy)
+            .collect::<Vec<_>>()
+            .join(",");
         if rec.len() != headers.len() {
             let reason = format!("expected {} fields, found {}", headers.len(), rec.len());
             sink.reject(line, &reason, &raw)?;
@@ -119,7 +160,13 @@ pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Resul
             let bytes = rec.get(i).unwrap_or_default();
             std::str::from_utf8(bytes)
                 .map(|s| Some(s.to_string()))
-                .map_err(|e| format!("invalid UTF-8 in column {} at byte {}", names[i], e.valid_up_to()))
+                .map_err(|e| {
+                    format!(
+                        "invalid UTF-8 in column {} at byte {}",
+                        names[i],
+                        e.valid_up_to()
+                    )
+                })
         };
         let row = (|| {
             Ok::<_, String>(RawRow {
@@ -139,5 +186,8 @@ pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Resul
 }
 
 fn unusable(path: &Path, reason: String) -> IngestError {
-    IngestError::Unusable { path: path.into(), reason }
+    IngestError::Unusable {
+        path: path.into(),
+        reason,
+    }
 }

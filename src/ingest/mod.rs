@@ -38,13 +38,23 @@ pub struct Review {
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     #[error("{path}: cannot open: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: unusable file: {reason}")]
     Unusable { path: PathBuf, reason: String },
     #[error("{path}: read error near line {line}: {source}")]
-    Read { path: PathBuf, line: u64, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        line: u64,
+        source: std::io::Error,
+    },
     #[error("{path}: cannot write rejects file: {source}")]
-    Rejects { path: PathBuf, source: std::io::Error },
+    Rejects {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -94,9 +104,16 @@ pub struct RawRow {
     pub lang: Option<String>,
 }
 
-pub fn ingest_file(conn: &mut Connection, path: &Path, opts: &IngestOptions) -> Result<IngestReport, IngestError> {
+pub fn ingest_file(
+    conn: &mut Connection,
+    path: &Path,
+    opts: &IngestOptions,
+) -> Result<IngestReport, IngestError> {
     let format = Format::of(path)?;
-    let file = File::open(path).map_err(|source| IngestError::Open { path: path.into(), source })?;
+    let file = File::open(path).map_err(|source| IngestError::Open {
+        path: path.into(),
+        source,
+    })?;
     let mut sink = Sink::new(conn, path, opts)?;
     let read = match format {
         Format::Jsonl => formats::read_jsonl(BufReader::new(file), path, &mut sink),
@@ -115,7 +132,12 @@ enum Format {
 
 impl Format {
     fn of(path: &Path) -> Result<Self, IngestError> {
-        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("csv") => Ok(Self::Csv),
             Some("jsonl" | "ndjson") => Ok(Self::Jsonl),
             _ => Err(IngestError::Unusable {
@@ -139,8 +161,15 @@ pub struct Sink<'c> {
 }
 
 impl<'c> Sink<'c> {
-    fn new(conn: &'c mut Connection, path: &Path, opts: &IngestOptions) -> Result<Self, IngestError> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    fn new(
+        conn: &'c mut Connection,
+        path: &Path,
+        opts: &IngestOptions,
+    ) -> Result<Self, IngestError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         // Ids seen in this file, on disk (SQLite temp store) so memory stays flat on huge files.
         conn.execute_batch(
             "CREATE TEMP TABLE IF NOT EXISTS ingest_seen (review_id TEXT PRIMARY KEY, line INTEGER NOT NULL);
@@ -155,7 +184,10 @@ impl<'c> Sink<'c> {
             rejects: None,
             touched: BTreeSet::new(),
             pending: 0,
-            report: IngestReport { file: path.into(), ..Default::default() },
+            report: IngestReport {
+                file: path.into(),
+                ..Default::default()
+            },
         })
     }
 
@@ -167,13 +199,23 @@ impl<'c> Sink<'c> {
         };
         let first: Option<i64> = self
             .conn
-            .query_row("SELECT line FROM ingest_seen WHERE review_id = ?1", [&review.review_id], |r| r.get(0))
+            .query_row(
+                "SELECT line FROM ingest_seen WHERE review_id = ?1",
+                [&review.review_id],
+                |r| r.get(0),
+            )
             .optional()?;
         if let Some(first) = first {
-            let reason = format!("duplicate review_id {:?} (first on line {first})", review.review_id);
+            let reason = format!(
+                "duplicate review_id {:?} (first on line {first})",
+                review.review_id
+            );
             return self.reject(line, &reason, raw);
         }
-        self.conn.execute("INSERT INTO ingest_seen (review_id, line) VALUES (?1, ?2)", params![review.review_id, line as i64])?;
+        self.conn.execute(
+            "INSERT INTO ingest_seen (review_id, line) VALUES (?1, ?2)",
+            params![review.review_id, line as i64],
+        )?;
         match upsert_review(self.conn, &review, &self.source, line)? {
             Upsert::Inserted => self.report.inserted += 1,
             Upsert::Updated => self.report.updated += 1,
@@ -198,7 +240,10 @@ impl<'c> Sink<'c> {
     /// A row that could not even be read (invalid UTF-8, bad JSON, wrong field count).
     pub fn reject(&mut self, line: u64, reason: &str, raw: &str) -> Result<(), IngestError> {
         if self.rejects.is_none() {
-            let err = |source| IngestError::Rejects { path: self.rejects_path.clone(), source };
+            let err = |source| IngestError::Rejects {
+                path: self.rejects_path.clone(),
+                source,
+            };
             if let Some(dir) = self.rejects_path.parent() {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
@@ -206,12 +251,20 @@ impl<'c> Sink<'c> {
             self.rejects = Some(BufWriter::new(f));
         }
         let excerpt: String = raw.chars().take(300).collect();
-        let rec = Reject { file: &self.source, line, reason, raw: &excerpt };
+        let rec = Reject {
+            file: &self.source,
+            line,
+            reason,
+            raw: &excerpt,
+        };
         let mut json = serde_json::to_string(&rec).unwrap_or_default();
         json.push('\n');
         if let Some(w) = self.rejects.as_mut() {
             w.write_all(json.as_bytes())
-                .map_err(|source| IngestError::Rejects { path: self.rejects_path.clone(), source })?;
+                .map_err(|source| IngestError::Rejects {
+                    path: self.rejects_path.clone(),
+                    source,
+                })?;
         }
         self.report.rejected += 1;
         tracing::debug!(file = %self.source, line, reason, "rejected row");
@@ -222,10 +275,14 @@ impl<'c> Sink<'c> {
         let r = &mut self.report;
         r.rows = r.inserted + r.updated + r.unchanged + r.rejected;
         refresh_restaurants(self.conn, &self.touched)?;
-        self.conn.execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
+        self.conn
+            .execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
         match self.rejects.take() {
             Some(mut w) => {
-                w.flush().map_err(|source| IngestError::Rejects { path: self.rejects_path.clone(), source })?;
+                w.flush().map_err(|source| IngestError::Rejects {
+                    path: self.rejects_path.clone(),
+                    source,
+                })?;
                 self.report.rejects_file = Some(self.rejects_path.clone());
             }
             // A clean file leaves no stale rejects from an earlier ingest of the same name.
@@ -259,9 +316,17 @@ pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> 
         return Err("empty text".into());
     }
     if text.len() > max_review_bytes {
-        return Err(format!("text is {} bytes, over the limit of {max_review_bytes}", text.len()));
+        return Err(format!(
+            "text is {} bytes, over the limit of {max_review_bytes}",
+            text.len()
+        ));
     }
-    let rating = match row.rating.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let rating = match row
+        .rating
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some(s) => match s.parse::<f64>() {
             Ok(r) if (0.0..=5.0).contains(&r) => Some(r),
@@ -269,20 +334,41 @@ pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> 
             Err(_) => return Err(format!("rating {s:?} is not a number")),
         },
     };
-    let created_at = match row.created_at.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    let created_at = match row
+        .created_at
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         None => None,
         Some(s) if is_date(s) => Some(s.to_string()),
-        Some(s) => return Err(format!("created_at {s:?} is not an RFC 3339 timestamp or YYYY-MM-DD date")),
+        Some(s) => {
+            return Err(format!(
+                "created_at {s:?} is not an RFC 3339 timestamp or YYYY-MM-DD date"
+            ))
+        }
     };
     let lang = match row.lang.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) if s.len() <= 16 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') => {
+        Some(s)
+            if s.len() <= 16
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
+        {
             Some(s.to_ascii_lowercase())
         }
         Some(s) => return Err(format!("lang {s:?} is not a language code")),
     };
     let content_hash = hex(&Sha256::digest(text.as_bytes()));
-    Ok(Review { restaurant_id, review_id, text, rating, created_at, lang, content_hash })
+    Ok(Review {
+        restaurant_id,
+        review_id,
+        text,
+        rating,
+        created_at,
+        lang,
+        content_hash,
+    })
 }
 
 fn is_date(s: &str) -> bool {
@@ -293,7 +379,11 @@ fn is_date(s: &str) -> bool {
 
 /// Reads the next line into `buf` (without the newline), at most `max` bytes; the rest of a
 /// longer line is skipped. Returns `None` at end of file, else whether the line was cut.
-pub fn read_bounded_line<R: BufRead>(r: &mut R, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
+pub fn read_bounded_line<R: BufRead>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<bool>> {
     buf.clear();
     let mut cut = false;
     let mut read_any = false;
@@ -327,15 +417,31 @@ mod tests {
     use super::*;
 
     fn raw(rid: &str, id: &str, text: &str) -> RawRow {
-        RawRow { restaurant_id: Some(rid.into()), review_id: Some(id.into()), text: Some(text.into()), ..Default::default() }
+        RawRow {
+            restaurant_id: Some(rid.into()),
+            review_id: Some(id.into()),
+            text: Some(text.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn validation_names_each_problem() {
-        assert_eq!(validate(raw("", "a", "t"), 100).unwrap_err(), "missing restaurant_id");
-        assert_eq!(validate(raw("r", " ", "t"), 100).unwrap_err(), "missing review_id");
-        assert_eq!(validate(raw("r", "a", "  \n"), 100).unwrap_err(), "empty text");
-        assert!(validate(raw("r", "a", &"x".repeat(101)), 100).unwrap_err().contains("over the limit of 100"));
+        assert_eq!(
+            validate(raw("", "a", "t"), 100).unwrap_err(),
+            "missing restaurant_id"
+        );
+        assert_eq!(
+            validate(raw("r", " ", "t"), 100).unwrap_err(),
+            "missing review_id"
+        );
+        assert_eq!(
+            validate(raw("r", "a", "  \n"), 100).unwrap_err(),
+            "empty text"
+        );
+        assert!(validate(raw("r", "a", &"x".repeat(101)), 100)
+            .unwrap_err()
+            .contains("over the limit of 100"));
         let mut r = raw("r", "a", "맛있어요");
         r.rating = Some("9".into());
         assert!(validate(r, 100).unwrap_err().contains("outside 0 to 5"));

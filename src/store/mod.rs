@@ -3,9 +3,9 @@
 //! All writes of a running pipeline go through one dedicated thread ([`Store`]) fed by a channel,
 //! so SQLite's blocking calls never run on the async runtime and writes never contend for the lock.
 
-mod schema;
-pub mod reviews;
 pub mod results;
+pub mod reviews;
+mod schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -18,10 +18,18 @@ pub use schema::MIGRATIONS;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
     #[error("cannot create folder for database {path}: {source}")]
-    Folder { path: PathBuf, source: std::io::Error },
-    #[error("database schema version {found} is newer than this palate knows ({known}): upgrade palate")]
+    Folder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "database schema version {found} is newer than this palate knows ({known}): upgrade palate"
+    )]
     TooNew { found: usize, known: usize },
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -32,11 +40,15 @@ pub enum StoreError {
 /// Opens (creating if needed) the database, sets WAL and applies migrations.
 pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| StoreError::Folder { path: path.into(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+            path: path.into(),
+            source,
+        })?;
     }
-    let mut conn =
-        Connection::open(path).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: path.into(),
+        source,
+    })?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -64,7 +76,10 @@ impl Store {
                     job(&mut conn);
                 }
             })
-            .map_err(|e| StoreError::Folder { path: path.into(), source: e })?;
+            .map_err(|e| StoreError::Folder {
+                path: path.into(),
+                source: e,
+            })?;
         Ok(Self { tx })
     }
 
@@ -101,9 +116,13 @@ mod tests {
         let p = dir.path().join("sub/p.db");
         drop(open_connection(&p).unwrap());
         let c = open_connection(&p).unwrap();
-        let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = c
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, MIGRATIONS.len());
-        let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = c
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(mode, "wal");
     }
 
@@ -114,7 +133,10 @@ mod tests {
         let c = open_connection(&p).unwrap();
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
-        assert!(matches!(open_connection(&p), Err(StoreError::TooNew { found: 99, .. })));
+        assert!(matches!(
+            open_connection(&p),
+            Err(StoreError::TooNew { found: 99, .. })
+        ));
     }
 
     #[tokio::test]

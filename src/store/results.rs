@@ -39,7 +39,12 @@ pub fn start_run(
     Ok(conn.last_insert_rowid())
 }
 
-pub fn finish_run(conn: &Connection, run_id: i64, status: &str, s: &RunSummary) -> Result<(), StoreError> {
+pub fn finish_run(
+    conn: &Connection,
+    run_id: i64,
+    status: &str,
+    s: &RunSummary,
+) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE runs SET finished_at = ?2, status = ?3, restaurants_done = ?4, restaurants_skipped = ?5,
              restaurants_failed = ?6, requests = ?7, prompt_tokens = ?8, completion_tokens = ?9, wall_ms = ?10
@@ -56,14 +61,23 @@ pub fn finish_run(conn: &Connection, run_id: i64, status: &str, s: &RunSummary) 
 /// True when all of `kinds` are settled under `key`: a valid result, or a failure that the same
 /// input, prompts and model would only repeat (invalid output, context too long). The restaurant
 /// can then be skipped; failures from transient or permanent request errors are retried.
-pub fn has_current_results(conn: &Connection, key: &ResultKey, kinds: &[&str]) -> Result<bool, StoreError> {
+pub fn has_current_results(
+    conn: &Connection,
+    key: &ResultKey,
+    kinds: &[&str],
+) -> Result<bool, StoreError> {
     let mut q = conn.prepare_cached(
         "SELECT count(*) FROM results WHERE restaurant_id = ?1 AND input_hash = ?2
          AND prompt_version = ?3 AND model = ?4
          AND (status = 'ok' OR error_class IN ('invalid_output', 'context_length'))",
     )?;
     let n: i64 = q.query_row(
-        params![key.restaurant_id, key.input_hash, key.prompt_version, key.model],
+        params![
+            key.restaurant_id,
+            key.input_hash,
+            key.prompt_version,
+            key.model
+        ],
         |r| r.get(0),
     )?;
     Ok(n as usize >= kinds.len())
@@ -133,11 +147,29 @@ fn put_request(conn: &Connection, run_id: i64, m: &RequestMetrics) -> Result<(),
                  ?20, ?21, ?22, ?23)",
     )?;
     q.execute(params![
-        run_id, m.restaurant_id, m.kind, m.attempt, m.request_id, m.endpoint, m.model,
-        if m.ok { "ok" } else { "error" }, m.error_class.map(|c| c.as_str()), m.error,
-        m.finish_reason, m.queue_ms, m.ttft_ms, m.e2e_ms, m.tpot_ms(), m.itl_mean_ms,
-        m.tokens_per_s(), m.prompt_tokens.map(|v| v as i64), m.completion_tokens.map(|v| v as i64),
-        m.cached_tokens.map(|v| v as i64), m.server_prompt_ms, m.server_decode_ms, m.started_at
+        run_id,
+        m.restaurant_id,
+        m.kind,
+        m.attempt,
+        m.request_id,
+        m.endpoint,
+        m.model,
+        if m.ok { "ok" } else { "error" },
+        m.error_class.map(|c| c.as_str()),
+        m.error,
+        m.finish_reason,
+        m.queue_ms,
+        m.ttft_ms,
+        m.e2e_ms,
+        m.tpot_ms(),
+        m.itl_mean_ms,
+        m.tokens_per_s(),
+        m.prompt_tokens.map(|v| v as i64),
+        m.completion_tokens.map(|v| v as i64),
+        m.cached_tokens.map(|v| v as i64),
+        m.server_prompt_ms,
+        m.server_decode_ms,
+        m.started_at
     ])?;
     Ok(())
 }
@@ -161,7 +193,12 @@ pub fn results_for(conn: &Connection, key: &ResultKey) -> Result<Vec<StoredResul
          ORDER BY CASE kind WHEN 'sentiment' THEN 0 WHEN 'summary' THEN 1 ELSE 2 END",
     )?;
     let rows = q.query_map(
-        params![key.restaurant_id, key.input_hash, key.prompt_version, key.model],
+        params![
+            key.restaurant_id,
+            key.input_hash,
+            key.prompt_version,
+            key.model
+        ],
         |r| {
             let json: Option<String> = r.get(2)?;
             Ok(StoredResult {
@@ -180,8 +217,10 @@ pub fn results_for(conn: &Connection, key: &ResultKey) -> Result<Vec<StoredResul
 /// Status of the newest run, if any (used by tests and `palate run` resume logging).
 pub fn last_run_status(conn: &Connection) -> Result<Option<(i64, String)>, StoreError> {
     Ok(conn
-        .query_row("SELECT run_id, status FROM runs ORDER BY run_id DESC LIMIT 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT run_id, status FROM runs ORDER BY run_id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?)
 }

@@ -27,7 +27,9 @@ pub fn upsert_review(
     source: &str,
     line: u64,
 ) -> Result<Upsert, StoreError> {
-    let existing: Option<(String, String, Option<f64>, Option<String>, Option<String>)> = tx
+    // (restaurant_id, content_hash, rating, created_at, lang) of the stored row.
+    type Stored = (String, String, Option<f64>, Option<String>, Option<String>);
+    let existing: Option<Stored> = tx
         .query_row(
             "SELECT restaurant_id, content_hash, rating, created_at, lang FROM reviews WHERE review_id = ?1",
             [&r.review_id],
@@ -35,9 +37,14 @@ pub fn upsert_review(
         )
         .optional()?;
     let outcome = match existing {
-        Some((rid, _, _, _, _)) if rid != r.restaurant_id => return Ok(Upsert::OtherRestaurant(rid)),
+        Some((rid, _, _, _, _)) if rid != r.restaurant_id => {
+            return Ok(Upsert::OtherRestaurant(rid))
+        }
         Some((_, hash, rating, created, lang))
-            if hash == r.content_hash && rating == r.rating && created == r.created_at && lang == r.lang =>
+            if hash == r.content_hash
+                && rating == r.rating
+                && created == r.created_at
+                && lang == r.lang =>
         {
             return Ok(Upsert::Unchanged)
         }
@@ -70,9 +77,19 @@ pub fn refresh_restaurants(tx: &Connection, ids: &BTreeSet<String>) -> Result<()
         let mut n = 0i64;
         let mut rows = q.query([id])?;
         while let Some(row) = rows.next()? {
-            h.update(row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?.as_bytes());
+            h.update(
+                row.get_ref(0)?
+                    .as_str()
+                    .map_err(rusqlite::Error::from)?
+                    .as_bytes(),
+            );
             h.update([0]);
-            h.update(row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?.as_bytes());
+            h.update(
+                row.get_ref(1)?
+                    .as_str()
+                    .map_err(rusqlite::Error::from)?
+                    .as_bytes(),
+            );
             h.update([0]);
             n += 1;
         }
@@ -167,7 +184,9 @@ pub fn missing_embeddings(
          WHERE e.content_hash IS NULL AND (?2 IS NULL OR r.restaurant_id = ?2)
          GROUP BY r.content_hash LIMIT ?3",
     )?;
-    let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -214,7 +233,9 @@ pub fn to_blob(v: &[f32]) -> Vec<u8> {
 }
 
 pub fn from_blob(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 pub fn hex(bytes: &[u8]) -> String {

@@ -14,11 +14,17 @@ pub fn root() -> PathBuf {
 /// The asset cache (`PALATE_CACHE`, default `.cache/`). Tests need it: `scripts/test.sh` runs
 /// `scripts/setup.sh` first. A missing asset fails the test with what to run.
 pub fn cache() -> PathBuf {
-    std::env::var_os("PALATE_CACHE").map(PathBuf::from).unwrap_or_else(|| root().join(".cache"))
+    std::env::var_os("PALATE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".cache"))
 }
 
 pub fn require(p: &Path) -> PathBuf {
-    assert!(p.exists(), "{} is missing: run scripts/setup.sh (scripts/test.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (scripts/test.sh does)",
+        p.display()
+    );
     p.to_path_buf()
 }
 
@@ -31,7 +37,10 @@ pub fn embed_model_dir() -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
 }
 
 /// llama.cpp's `llama-server` with SmolLM2-135M, killed on drop.
@@ -45,11 +54,26 @@ impl LlamaServer {
         let python = require(&cache().join("llm/venv/bin/python"));
         let model = require(&cache().join("llm/smollm2-135m-instruct-q4_1.gguf"));
         let port = free_port();
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("palate-llama-{port}.log"))).unwrap();
+        let log =
+            std::fs::File::create(std::env::temp_dir().join(format!("palate-llama-{port}.log")))
+                .unwrap();
         let child = Command::new(python)
             .arg(root().join("scripts/serve_llm.py"))
-            .args(["--model", model.to_str().unwrap(), "--port", &port.to_string()])
-            .args(["--ctx", "16384", "--parallel", "4", "--threads", "2", "--metrics"])
+            .args([
+                "--model",
+                model.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .args([
+                "--ctx",
+                "16384",
+                "--parallel",
+                "4",
+                "--threads",
+                "2",
+                "--metrics",
+            ])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -84,7 +108,10 @@ impl Drop for LlamaServer {
 
 /// Writes a job file in `dir` for a temporary database and the given inputs and endpoint.
 pub fn job(dir: &Path, endpoint: &str, inputs: &[PathBuf]) -> PathBuf {
-    let inputs: Vec<String> = inputs.iter().map(|p| format!("{:?}", p.display().to_string())).collect();
+    let inputs: Vec<String> = inputs
+        .iter()
+        .map(|p| format!("{:?}", p.display().to_string()))
+        .collect();
     let text = format!(
         r#"[job]
 name = "test"
