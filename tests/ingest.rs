@@ -33,17 +33,33 @@ fn setup() -> (tempfile::TempDir, rusqlite::Connection, IngestOptions) {
     (dir, conn, opts)
 }
 
+/// Ingests `file` and checks the stored count and each rejects line against `expect`.
+fn ingest_and_check(
+    file: &str,
+    inserted: u64,
+    expect: &[(u64, &str)],
+) -> (tempfile::TempDir, rusqlite::Connection) {
+    let (dir, mut conn, opts) = setup();
+    let r = ingest_file(&mut conn, &common::root().join(file), &opts).unwrap();
+    assert_eq!(
+        (r.inserted, r.rejected),
+        (inserted, expect.len() as u64),
+        "{r:?}"
+    );
+    let got = rejects(r.rejects_file.as_ref().unwrap());
+    assert_eq!(got.len(), expect.len(), "{got:#?}");
+    for ((line, reason), (eline, ereason)) in got.iter().zip(expect) {
+        assert_eq!(line, eline, "{reason}");
+        assert!(
+            reason.contains(ereason),
+            "line {line}: {reason:?} should mention {ereason:?}"
+        );
+    }
+    (dir, conn)
+}
+
 #[test]
 fn jsonl_bad_rows_are_each_rejected_with_line_and_reason() {
-    let (_dir, mut conn, opts) = setup();
-    let r = ingest_file(
-        &mut conn,
-        &common::root().join("tests/data/bad_rows.jsonl"),
-        &opts,
-    )
-    .unwrap();
-    assert_eq!((r.inserted, r.rejected), (2, 10), "{r:?}");
-    let got = rejects(r.rejects_file.as_ref().unwrap());
     let expect = [
         (2, "missing restaurant_id"),
         (3, "empty text"),
@@ -56,14 +72,7 @@ fn jsonl_bad_rows_are_each_rejected_with_line_and_reason() {
         (10, "created_at"),
         (11, "text must be a string"),
     ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, reason), (eline, ereason)) in got.iter().zip(expect) {
-        assert_eq!(*line, eline, "{reason}");
-        assert!(
-            reason.contains(ereason),
-            "line {line}: {reason:?} should mention {ereason:?}"
-        );
-    }
+    let (_dir, conn) = ingest_and_check("tests/data/bad_rows.jsonl", 2, &expect);
     let n: i64 = conn
         .query_row("SELECT count(*) FROM reviews", [], |r| r.get(0))
         .unwrap();
@@ -72,15 +81,6 @@ fn jsonl_bad_rows_are_each_rejected_with_line_and_reason() {
 
 #[test]
 fn csv_bad_rows_are_each_rejected_with_line_and_reason() {
-    let (_dir, mut conn, opts) = setup();
-    let r = ingest_file(
-        &mut conn,
-        &common::root().join("tests/data/bad_rows.csv"),
-        &opts,
-    )
-    .unwrap();
-    assert_eq!((r.inserted, r.rejected), (2, 6), "{r:?}");
-    let got = rejects(r.rejects_file.as_ref().unwrap());
     let expect = [
         (3, "missing review_id"),
         (4, "expected 6 fields, found 7"),
@@ -89,14 +89,7 @@ fn csv_bad_rows_are_each_rejected_with_line_and_reason() {
         (7, "duplicate review_id \"r2-001\" (first on line 2)"),
         (10, "rating \"five\" is not a number"),
     ];
-    assert_eq!(got.len(), expect.len(), "{got:#?}");
-    for ((line, reason), (eline, ereason)) in got.iter().zip(expect) {
-        assert_eq!(*line, eline, "{reason}");
-        assert!(
-            reason.contains(ereason),
-            "line {line}: {reason:?} should mention {ereason:?}"
-        );
-    }
+    let (_dir, conn) = ingest_and_check("tests/data/bad_rows.csv", 2, &expect);
     let text: String = conn
         .query_row(
             "SELECT text FROM reviews WHERE review_id = 'r2-005'",
