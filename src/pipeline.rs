@@ -178,10 +178,12 @@ impl Pipeline {
             out.analyses.push(am);
             out.requests.extend(reqs);
         }
-        let (rows, analyses, requests) =
-            (out.rows.clone(), out.analyses.clone(), out.requests.clone());
-        self.store
-            .call(move |c| results::put_analysis(c, run_id, &key, &rows, &analyses, &requests))
+        let out = self
+            .store
+            .call(move |c| {
+                results::put_analysis(c, run_id, &key, &out.rows, &out.analyses, &out.requests)?;
+                Ok(out)
+            })
             .await?;
         Ok(Some(out))
     }

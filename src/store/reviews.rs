@@ -113,17 +113,19 @@ pub struct RestaurantRow {
     pub review_count: usize,
 }
 
+fn restaurant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestaurantRow> {
+    Ok(RestaurantRow {
+        restaurant_id: r.get(0)?,
+        input_hash: r.get(1)?,
+        review_count: r.get::<_, i64>(2)? as usize,
+    })
+}
+
 pub fn restaurants(conn: &Connection) -> Result<Vec<RestaurantRow>, StoreError> {
     let mut q = conn.prepare(
         "SELECT restaurant_id, input_hash, review_count FROM restaurants ORDER BY restaurant_id",
     )?;
-    let rows = q.query_map([], |r| {
-        Ok(RestaurantRow {
-            restaurant_id: r.get(0)?,
-            input_hash: r.get(1)?,
-            review_count: r.get::<_, i64>(2)? as usize,
-        })
-    })?;
+    let rows = q.query_map([], restaurant_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -132,13 +134,7 @@ pub fn restaurant(conn: &Connection, id: &str) -> Result<Option<RestaurantRow>, 
         .query_row(
             "SELECT restaurant_id, input_hash, review_count FROM restaurants WHERE restaurant_id = ?1",
             [id],
-            |r| {
-                Ok(RestaurantRow {
-                    restaurant_id: r.get(0)?,
-                    input_hash: r.get(1)?,
-                    review_count: r.get::<_, i64>(2)? as usize,
-                })
-            },
+            restaurant_row,
         )
         .optional()?)
 }
