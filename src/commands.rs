@@ -139,14 +139,9 @@ pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8
     let (reports, input_errors) = ingest_inputs(&store, &cfg).await;
     reports.iter().for_each(output::ingest_report);
     input_errors.iter().for_each(|e| output::error(e));
-    let config_json = config_record(&cfg);
-    let (name, model) = (cfg.name.clone(), cfg.llm.model.clone());
     let p = pipeline(cfg, store.clone(), None).await?;
-    let run_id = store
-        .call(move |c| results::start_run(c, &name, "run", &model, &config_json))
-        .await?;
     let list = restaurants(&store).await?;
-    let summary = analyse(&p, run_id, list, args.force, cancel.clone(), wall).await?;
+    let summary = analyse(&p, "run", list, args.force, cancel.clone(), wall).await?;
     output::summary(&summary);
     Ok(if cancel.is_cancelled() {
         exit::INTERRUPTED
@@ -157,14 +152,24 @@ pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8
     })
 }
 
+/// Records a run of `command` over `list`, analyses it, and records how it ended.
 async fn analyse(
     p: &Arc<Pipeline>,
-    run_id: i64,
+    command: &'static str,
     list: Vec<crate::store::reviews::RestaurantRow>,
     force: bool,
     cancel: CancellationToken,
     wall: Instant,
 ) -> anyhow::Result<RunSummary> {
+    let (name, model, config_json) = (
+        p.cfg.name.clone(),
+        p.cfg.llm.model.clone(),
+        config_record(&p.cfg),
+    );
+    let run_id = p
+        .store
+        .call(move |c| results::start_run(c, &name, command, &model, &config_json))
+        .await?;
     let progress = Progress::new(list.len() as u64);
     let mut summary = p
         .analyse_all(run_id, list, force, cancel.clone(), |id, outcome| {
@@ -202,13 +207,9 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
             cfg.database.display()
         );
     };
-    let (name, model, config_json) = (cfg.name.clone(), cfg.llm.model.clone(), config_record(&cfg));
     let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
-    let run_id = store
-        .call(move |c| results::start_run(c, &name, "analyze", &model, &config_json))
-        .await?;
     let key = p.result_key(&row);
-    let summary = analyse(&p, run_id, vec![row], args.force, cancel.clone(), wall).await?;
+    let summary = analyse(&p, "analyze", vec![row], args.force, cancel.clone(), wall).await?;
     let stored = store.call(move |c| results::results_for(c, &key)).await?;
     if args.json {
         output::results_json(&args.restaurant_id, &stored)?;

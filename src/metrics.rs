@@ -120,6 +120,17 @@ pub struct RunSummary {
     pub failure_reasons: Vec<(String, usize)>,
 }
 
+/// The part of a failure reason that names its kind: the text before the first quoted value (the
+/// quoted text differs per item), so that equal failures count together.
+pub fn reason_group(reason: &str) -> String {
+    reason
+        .split('"')
+        .next()
+        .unwrap_or(reason)
+        .trim()
+        .to_string()
+}
+
 /// Accumulates request and analysis metrics while a run goes on.
 #[derive(Debug, Default)]
 pub struct RunTally {
@@ -154,14 +165,7 @@ impl RunTally {
         } else {
             self.summary.analyses_failed += 1;
             let reason = a.failure_reason.as_deref().unwrap_or("unknown");
-            // Group by the reason's first clause so counts are meaningful.
-            let key = reason
-                .split(':')
-                .next()
-                .unwrap_or(reason)
-                .trim()
-                .to_string();
-            *self.reasons.entry(key).or_default() += 1;
+            *self.reasons.entry(reason_group(reason)).or_default() += 1;
         }
     }
 
@@ -200,6 +204,16 @@ mod tests {
             ..m.clone()
         };
         assert_eq!(one.tpot_ms(), None);
+    }
+
+    #[test]
+    fn failure_reasons_group_without_their_quoted_values() {
+        assert_eq!(
+            reason_group(r#"content: strength title "R1" has no words"#),
+            "content: strength title"
+        );
+        let cut = "output cut at max_tokens (finish_reason=length) (after one repair retry)";
+        assert_eq!(reason_group(cut), cut);
     }
 
     #[test]
