@@ -37,6 +37,58 @@ pub enum Command {
     Run(RunArgs),
     /// Analyse one restaurant (already ingested) and print its three results.
     Analyze(AnalyzeArgs),
+    /// Benchmarks whose output states the figures (see docs/benchmarks.md).
+    #[command(subcommand)]
+    Bench(BenchSuite),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchSuite {
+    /// Sequential vs static batches vs continuous scheduling (SJF and FIFO), and prefix sharing,
+    /// on the simulated vLLM server with a roofline latency model, on a paused clock.
+    Scheduling(SchedulingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulingArgs {
+    #[arg(long, default_value_t = 100)]
+    pub restaurants: usize,
+    /// Reviews per restaurant, all in its prompts (sentiment in batches of 16).
+    #[arg(long, default_value_t = 50)]
+    pub reviews: usize,
+    /// Restaurants in progress at once (continuous), or per batch (static).
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// palate's in-flight limit; more ready requests wait in its queue.
+    #[arg(long, default_value_t = 64)]
+    pub max_in_flight: usize,
+    /// Simulated engine: vLLM's `--max-num-seqs`.
+    #[arg(long, default_value_t = 64)]
+    pub max_num_seqs: usize,
+    /// Simulated engine: vLLM's `--max-num-batched-tokens`.
+    #[arg(long, default_value_t = 8192)]
+    pub max_num_batched_tokens: usize,
+    /// Latency model: fixed cost of a step (ms).
+    #[arg(long, default_value_t = 8.0)]
+    pub step_ms: f64,
+    /// Latency model: cost per prefill token (ms).
+    #[arg(long, default_value_t = 0.03)]
+    pub prefill_token_ms: f64,
+    /// Latency model: cost per running sequence per step (ms).
+    #[arg(long, default_value_t = 0.15)]
+    pub seq_ms: f64,
+    /// Real seconds per simulated second. Figures are reported in simulated time; too small a
+    /// scale lets the client's own CPU time show.
+    #[arg(long, default_value_t = 0.1)]
+    pub time_scale: f64,
+    /// Review texts to build restaurants from (JSONL with a `text` field).
+    #[arg(long, default_value = "data/reviews.jsonl")]
+    pub reviews_file: PathBuf,
+    #[arg(long, default_value = "prompts")]
+    pub prompts_dir: PathBuf,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AnalyzeArgs, IngestArgs, RunArgs};
+use crate::cli::{AnalyzeArgs, IngestArgs, RunArgs, SchedulingArgs};
 use crate::config::Config;
 use crate::embed::{embed_missing, Embedder, FastEmbedder};
 use crate::index::EmbeddedIndex;
@@ -18,8 +18,9 @@ use crate::ingest::{ingest_file, IngestError, IngestOptions, IngestReport};
 use crate::metrics::RunSummary;
 use crate::output::{self, Progress};
 use crate::pipeline::{restaurants, Pipeline};
-use crate::plan::Prompts;
-use crate::store::{open_connection, results, Store};
+use crate::plan::{BatchLimits, Planner, Prompts, TokenCounter};
+use crate::store::reviews::RestaurantRow;
+use crate::store::{open_connection, results, Store, StoreError};
 
 /// Documented exit codes (also in `palate run --help` and the README).
 pub mod exit {
@@ -98,7 +99,15 @@ async fn ingest_inputs(store: &Store, cfg: &Config) -> (Vec<IngestReport>, Vec<I
 
 /// Loads everything a pipeline needs: prompts, embedder (and embeds what is missing), LLM client.
 async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Result<Arc<Pipeline>> {
-    let prompts = Prompts::load(&cfg.llm.prompts_dir)?;
+    let planner = Planner {
+        prompts: Prompts::load(&cfg.llm.prompts_dir)?,
+        counter: TokenCounter::load(cfg.plan.tokenizer.as_deref())?,
+        limits: BatchLimits {
+            reviews: cfg.plan.sentiment_batch_reviews,
+            tokens: cfg.plan.sentiment_batch_tokens,
+        },
+        max: cfg.llm.max_tokens,
+    };
     let embedder = FastEmbedder::load(&cfg.embed).await?;
     let t = Instant::now();
     let n = embed_missing(&store, &embedder, only, EMBED_CHUNK).await?;
@@ -120,7 +129,7 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
         store,
         index,
         llm: Arc::new(llm),
-        prompts,
+        planner,
         embed_model_id,
     }))
 }
@@ -140,8 +149,11 @@ pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8
     reports.iter().for_each(output::ingest_report);
     input_errors.iter().for_each(|e| output::error(e));
     let p = pipeline(cfg, store.clone(), None).await?;
-    let list = restaurants(&store).await?;
-    let summary = analyse(&p, "run", list, args.force, cancel.clone(), wall).await?;
+    let total = store
+        .call(|c| crate::store::reviews::restaurant_count(c))
+        .await?;
+    let list = restaurants(store.clone());
+    let summary = analyse(&p, "run", list, total, args.force, cancel.clone(), wall).await?;
     output::summary(&summary);
     Ok(if cancel.is_cancelled() {
         exit::INTERRUPTED
@@ -156,7 +168,8 @@ pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8
 async fn analyse(
     p: &Arc<Pipeline>,
     command: &'static str,
-    list: Vec<crate::store::reviews::RestaurantRow>,
+    list: impl futures::Stream<Item = Result<RestaurantRow, StoreError>>,
+    total: u64,
     force: bool,
     cancel: CancellationToken,
     wall: Instant,
@@ -170,7 +183,7 @@ async fn analyse(
         .store
         .call(move |c| results::start_run(c, &name, command, &model, &config_json))
         .await?;
-    let progress = Progress::new(list.len() as u64);
+    let progress = Progress::new(total);
     let mut summary = p
         .analyse_all(run_id, list, force, cancel.clone(), |id, outcome| {
             progress.restaurant(id, outcome);
@@ -209,7 +222,8 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     };
     let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
     let key = p.result_key(&row);
-    let summary = analyse(&p, "analyze", vec![row], args.force, cancel.clone(), wall).await?;
+    let list = futures::stream::iter([Ok(row)]);
+    let summary = analyse(&p, "analyze", list, 1, args.force, cancel.clone(), wall).await?;
     let stored = store.call(move |c| results::results_for(c, &key)).await?;
     if args.json {
         output::results_json(&args.restaurant_id, &stored)?;
@@ -224,4 +238,35 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     } else {
         exit::OK
     })
+}
+
+pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
+    let engine = crate::sim::EngineConfig {
+        latency: crate::sim::LatencyModel {
+            step_ms: a.step_ms,
+            prefill_token_ms: a.prefill_token_ms,
+            seq_ms: a.seq_ms,
+        },
+        max_num_seqs: a.max_num_seqs,
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        time_scale: a.time_scale,
+        ..crate::sim::EngineConfig::default()
+    };
+    let w = crate::bench::Workload {
+        restaurants: a.restaurants,
+        reviews_per_restaurant: a.reviews,
+        concurrency: a.concurrency,
+        max_in_flight: a.max_in_flight,
+        engine,
+        reviews_file: a.reviews_file.clone(),
+        prompts_dir: a.prompts_dir.clone(),
+    };
+    let t = Instant::now();
+    let report = crate::bench::scheduling(w)?;
+    output::scheduling_report(&report, t.elapsed().as_secs_f64());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
 }

@@ -33,6 +33,7 @@ pub struct JobFile {
     pub embed: EmbedSection,
     pub select: SelectSection,
     pub llm: LlmSection,
+    pub plan: PlanSection,
     pub sla: SlaSection,
 }
 
@@ -122,8 +123,28 @@ pub struct LlmSection {
     pub endpoints: Vec<String>,
     /// Model name sent in each request (vLLM's `--served-model-name`).
     pub model: String,
-    /// Requests in flight at once, over all restaurants.
+    /// Models tried in order when `model` keeps failing a request (transient errors past the
+    /// retries, or a permanent error); a model may appear again, e.g. `["fast", "general"]`.
+    pub fallback_models: Vec<String>,
+    /// Requests in flight at once per endpoint, over all restaurants. More requests wait in
+    /// palate's queue, where `scheduling` orders them.
     pub max_in_flight: usize,
+    /// `sjf` (shortest estimated prefill first) or `fifo`.
+    pub scheduling: crate::infer::schedule::Order,
+    /// Send the same order as vLLM's `priority` field; needs `--scheduling-policy priority`.
+    pub send_priority: bool,
+    /// A request waiting longer than this goes before shorter ones (no starvation).
+    pub starvation_s: f64,
+    /// Quotas enforced with governor; unset = unlimited.
+    pub max_requests_per_s: Option<f64>,
+    pub max_prompt_tokens_per_s: Option<f64>,
+    /// HTTP attempts per model for transient errors, and their backoff.
+    pub attempts: u32,
+    pub backoff_base_s: f64,
+    pub backoff_max_s: f64,
+    /// An endpoint failing this many requests in a row is benched for `bench_s`.
+    pub bench_after_failures: u32,
+    pub bench_s: f64,
     pub connect_timeout_s: f64,
     /// Longest silence allowed while reading a response (stream chunks included).
     pub read_timeout_s: f64,
@@ -144,7 +165,18 @@ impl Default for LlmSection {
         Self {
             endpoints: vec!["http://127.0.0.1:8080/v1".into()],
             model: "default".into(),
+            fallback_models: Vec::new(),
             max_in_flight: 8,
+            scheduling: crate::infer::schedule::Order::Sjf,
+            send_priority: false,
+            starvation_s: 60.0,
+            max_requests_per_s: None,
+            max_prompt_tokens_per_s: None,
+            attempts: 3,
+            backoff_base_s: 0.5,
+            backoff_max_s: 30.0,
+            bench_after_failures: 3,
+            bench_s: 30.0,
             connect_timeout_s: 5.0,
             read_timeout_s: 120.0,
             request_timeout_s: 600.0,
@@ -154,6 +186,28 @@ impl Default for LlmSection {
             max_tokens_strengths: 400,
             prompts_dir: "prompts".into(),
             api_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanSection {
+    /// The served model's `tokenizer.json` (Hugging Face format): exact token counts for batching
+    /// and scheduling. Unset: the documented estimate of `plan::estimate_tokens`.
+    pub tokenizer: Option<PathBuf>,
+    /// Most reviews one sentiment request labels.
+    pub sentiment_batch_reviews: usize,
+    /// Most review tokens one sentiment request labels.
+    pub sentiment_batch_tokens: u64,
+}
+
+impl Default for PlanSection {
+    fn default() -> Self {
+        Self {
+            tokenizer: None,
+            sentiment_batch_reviews: 16,
+            sentiment_batch_tokens: 2048,
         }
     }
 }
@@ -188,7 +242,15 @@ pub struct Config {
     pub embed: EmbedConfig,
     pub select: SelectConfig,
     pub llm: LlmConfig,
+    pub plan: PlanConfig,
     pub sla: SlaConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanConfig {
+    pub tokenizer: Option<PathBuf>,
+    pub sentiment_batch_reviews: usize,
+    pub sentiment_batch_tokens: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -211,7 +273,10 @@ pub struct SelectConfig {
 pub struct LlmConfig {
     pub endpoints: Vec<String>,
     pub model: String,
-    pub max_in_flight: usize,
+    pub fallback_models: Vec<String>,
+    pub send_priority: bool,
+    pub schedule: crate::infer::schedule::ScheduleConfig,
+    pub retry: crate::infer::retry::RetryPolicy,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub request_timeout: Duration,
@@ -260,7 +325,7 @@ impl Config {
         Self::validate(file)
     }
 
-    fn validate(f: JobFile) -> Result<Self, ConfigError> {
+    pub fn validate(f: JobFile) -> Result<Self, ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if f.llm.endpoints.is_empty() {
             return bad("llm.endpoints is empty: give at least one OpenAI-compatible base URL");
@@ -274,6 +339,24 @@ impl Config {
         }
         if f.llm.max_in_flight == 0 || f.job.restaurant_concurrency == 0 {
             return bad("llm.max_in_flight and job.restaurant_concurrency must be at least 1");
+        }
+        if f.llm.attempts == 0 {
+            return bad("llm.attempts must be at least 1");
+        }
+        if f.plan.sentiment_batch_reviews == 0 || f.plan.sentiment_batch_tokens == 0 {
+            return bad(
+                "plan.sentiment_batch_reviews and plan.sentiment_batch_tokens must be at least 1",
+            );
+        }
+        for (name, v) in [
+            ("llm.max_requests_per_s", f.llm.max_requests_per_s),
+            ("llm.max_prompt_tokens_per_s", f.llm.max_prompt_tokens_per_s),
+        ] {
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be a positive number"
+                )));
+            }
         }
         if f.select.k == 0 {
             return bad("select.k must be at least 1");
@@ -323,7 +406,22 @@ impl Config {
                     .map(|e| e.trim_end_matches('/').to_string())
                     .collect(),
                 model: f.llm.model,
-                max_in_flight: f.llm.max_in_flight,
+                fallback_models: f.llm.fallback_models,
+                send_priority: f.llm.send_priority,
+                schedule: crate::infer::schedule::ScheduleConfig {
+                    order: f.llm.scheduling,
+                    starvation: secs(f.llm.starvation_s, "llm.starvation_s")?,
+                    max_in_flight: f.llm.max_in_flight,
+                    bench_after: f.llm.bench_after_failures,
+                    bench_for: secs(f.llm.bench_s, "llm.bench_s")?,
+                    requests_per_s: f.llm.max_requests_per_s,
+                    prompt_tokens_per_s: f.llm.max_prompt_tokens_per_s,
+                },
+                retry: crate::infer::retry::RetryPolicy {
+                    attempts: f.llm.attempts,
+                    base: secs(f.llm.backoff_base_s, "llm.backoff_base_s")?,
+                    max: secs(f.llm.backoff_max_s, "llm.backoff_max_s")?,
+                },
                 temperature: f.llm.temperature,
                 max_tokens: MaxTokens {
                     sentiment: f.llm.max_tokens_sentiment,
@@ -332,6 +430,11 @@ impl Config {
                 },
                 prompts_dir: f.llm.prompts_dir,
                 api_key: f.llm.api_key,
+            },
+            plan: PlanConfig {
+                tokenizer: f.plan.tokenizer,
+                sentiment_batch_reviews: f.plan.sentiment_batch_reviews,
+                sentiment_batch_tokens: f.plan.sentiment_batch_tokens,
             },
             sla: SlaConfig {
                 ttft_ms: f.sla.ttft_ms,

@@ -22,6 +22,7 @@
 //! [`pipeline`] (runs the stages per restaurant), [`commands`] (each subcommand), [`output`]
 //! (everything printed for people).
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -34,5 +35,6 @@ pub mod output;
 pub mod pipeline;
 pub mod plan;
 pub mod select;
+pub mod sim;
 pub mod store;
 pub mod validate;

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use palate::cli::{Cli, Command, LogFormat};
+use palate::cli::{BenchSuite, Cli, Command, LogFormat};
 use palate::commands::{self, exit};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -31,6 +31,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(a) => commands::ingest(a),
         Command::Run(a) => runtime()?.block_on(with_signals(|c| commands::run(a, c))),
         Command::Analyze(a) => runtime()?.block_on(with_signals(|c| commands::analyze(a, c))),
+        Command::Bench(BenchSuite::Scheduling(a)) => commands::bench_scheduling(a),
     }
 }
 

@@ -34,6 +34,12 @@ pub struct RequestMetrics {
     pub kind: String,
     /// 1 for the first request of an analysis, 2 for its repair retry, …
     pub attempt: u32,
+    /// HTTP retries before this one for the same analysis attempt (over every model tried).
+    pub retry: u32,
+    /// vLLM `priority` sent, if the job sends it.
+    pub priority: Option<i64>,
+    /// Estimated prompt tokens to compute: palate's scheduling key.
+    pub est_prefill_tokens: Option<u64>,
     pub request_id: Option<String>,
     pub endpoint: String,
     pub model: String,
@@ -45,9 +51,11 @@ pub struct RequestMetrics {
     pub ttft_ms: Option<f64>,
     pub e2e_ms: f64,
     pub itl_mean_ms: Option<f64>,
+    pub itl_p95_ms: Option<f64>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub cached_tokens: Option<u64>,
+    pub server_queue_ms: Option<f64>,
     pub server_prompt_ms: Option<f64>,
     pub server_decode_ms: Option<f64>,
     pub started_at: String,

@@ -136,3 +136,79 @@ impl Progress {
         }
     }
 }
+
+/// The scheduling benchmark's table, with the issue's targets marked.
+pub fn scheduling_report(r: &crate::bench::SchedulingReport, real_s: f64) {
+    let w = &r.workload;
+    let e = &w.engine;
+    println!(
+        "workload: {} restaurants x {} reviews; {} restaurants at a time, {} in flight; engine: max_num_seqs {}, \
+max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, block {} tokens",
+        w.restaurants, w.reviews_per_restaurant, w.concurrency, w.max_in_flight, e.max_num_seqs,
+        e.max_num_batched_tokens, e.latency.step_ms, e.latency.prefill_token_ms, e.latency.seq_ms,
+        e.block_size
+    );
+    println!(
+        "\n{:<34} {:>6} {:>9} {:>8} {:>9} {:>10} {:>10} {:>11} {:>7} {:>6} {:>6} {:>10} {:>10}",
+        "mode",
+        "reqs",
+        "valid",
+        "req/s",
+        "out tok/s",
+        "TTFT mean",
+        "TTFT p95",
+        "small p95*",
+        "x seq",
+        "util",
+        "batch",
+        "prefill",
+        "cached"
+    );
+    for m in &r.modes {
+        println!(
+            "{:<34} {:>6} {:>9} {:>8.2} {:>9.0} {:>7.0} ms {:>7.0} ms {:>8.0} ms {:>6.1}x {:>5.1}% {:>6.1} {:>10} {:>10}",
+            m.name,
+            m.requests,
+            format!("{}/{}", m.analyses_valid, m.analyses),
+            m.requests_per_s,
+            m.output_tokens_per_s,
+            m.ttft_mean_ms,
+            m.ttft_p95_ms,
+            m.small_ready_to_first_token_p95_ms,
+            m.throughput_vs_sequential,
+            m.utilisation * 100.0,
+            m.mean_batch,
+            m.prefill_tokens,
+            m.cached_tokens
+        );
+    }
+    println!("* small p95: requests with estimated prefill at most the median, from ready (palate's queue included) to first token");
+    let sjf = &r.modes[3];
+    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!("\ntargets:");
+    println!(
+        "  throughput >= 15x sequential:            {:.1}x  {}",
+        sjf.throughput_vs_sequential,
+        mark(sjf.throughput_vs_sequential >= 15.0)
+    );
+    println!(
+        "  server utilisation >= 95%:               {:.1}%  {}",
+        sjf.utilisation * 100.0,
+        mark(sjf.utilisation >= 0.95)
+    );
+    println!(
+        "  SJF small-request p95 >= 30% lower:      {:.1}% lower at {:.3}x FIFO's throughput  {}",
+        r.sjf_small_p95_gain * 100.0,
+        r.sjf_throughput_ratio,
+        mark(r.sjf_small_p95_gain >= 0.30 && (r.sjf_throughput_ratio - 1.0).abs() <= 0.05)
+    );
+    println!(
+        "  prefill saved by prefix sharing >= 50%:  {:.1}%  {}",
+        r.prefill_saved * 100.0,
+        mark(r.prefill_saved >= 0.50)
+    );
+    println!(
+        "\n(times in simulated time at time scale {}; {real_s:.1} s of real time)",
+        e.time_scale
+    );
+}

@@ -1,13 +1,14 @@
 //! pipeline: runs the stages in order for every restaurant that needs it:
-//! select → plan → infer → validate → store. Restaurants are pulled one at a time from the list
-//! and analysed `restaurant_concurrency` at once; their requests share the client's in-flight
-//! limit. A failed analysis is stored as failed with its reason and never aborts the run; results
-//! are written per restaurant, so a killed run resumes where it stopped.
+//! select → plan → infer → validate → store. Restaurants are pulled page by page from the store
+//! and analysed `restaurant_concurrency` at once; their requests share the client's queue and
+//! in-flight limits. A failed analysis is stored as failed with its reason and never aborts the
+//! run; results are written per restaurant, so a killed run resumes where it stopped.
 
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
@@ -15,14 +16,15 @@ use crate::config::Config;
 use crate::index::VectorIndex;
 use crate::infer::{ChatRequest, LlmClient};
 use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary, RunTally};
-use crate::plan::{
-    estimate_tokens, plan_restaurant, Kind, Message, PlannedRequest, Prompts, RestaurantPlan,
-};
+use crate::plan::{Kind, Message, PlannedRequest, Planner, RestaurantPlan};
 use crate::select::select;
 use crate::store::results::{self, ResultKey, ResultRow};
 use crate::store::reviews::{self, hex, RestaurantRow};
 use crate::store::{Store, StoreError};
-use crate::validate::validate;
+use crate::validate::{merge_sentiment, validate};
+
+/// Restaurants read from the store per page.
+const PAGE: usize = 500;
 
 /// The parts a run works with.
 pub struct Pipeline {
@@ -30,7 +32,7 @@ pub struct Pipeline {
     pub store: Store,
     pub index: Arc<dyn VectorIndex>,
     pub llm: Arc<dyn LlmClient>,
-    pub prompts: Prompts,
+    pub planner: Planner,
     pub embed_model_id: String,
 }
 
@@ -42,6 +44,187 @@ pub enum RestaurantOutcome {
     Error(String),
 }
 
+/// One analysis kind of a restaurant, after its requests (several for batched sentiment).
+#[derive(Debug)]
+pub struct KindOutcome {
+    pub kind: Kind,
+    /// The validated result, or the failure's class and reason.
+    pub outcome: Result<Value, (ErrorClass, String)>,
+    pub attempts: u32,
+    pub answered_by: Option<String>,
+    pub processing_ms: f64,
+    pub requests: Vec<RequestMetrics>,
+}
+
+/// One planned request after its repair retry, if any.
+struct Unit {
+    kind: Kind,
+    outcome: Result<Value, (ErrorClass, String)>,
+    attempts: u32,
+    answered_by: Option<String>,
+    started: Instant,
+    finished: Instant,
+    requests: Vec<RequestMetrics>,
+}
+
+/// Analyses one restaurant's plan. The first request runs alone and leaves the shared prefix
+/// (system text + reviews) in the server's prefix cache; the others then run at once, each
+/// computing only its task, and are scheduled by that smaller prefill.
+pub async fn analyse_plan(llm: &dyn LlmClient, plan: &RestaurantPlan) -> Vec<KindOutcome> {
+    let Some((first, rest)) = plan.requests.split_first() else {
+        return Vec::new();
+    };
+    let mut units = vec![unit(llm, plan, first, first.prompt_tokens).await];
+    let cached = rest.iter().map(|r| {
+        unit(
+            llm,
+            plan,
+            r,
+            r.prompt_tokens.saturating_sub(r.prefix_tokens),
+        )
+    });
+    units.extend(futures::future::join_all(cached).await);
+    Kind::ALL
+        .iter()
+        .filter_map(|&kind| {
+            let mine: Vec<Unit> = units
+                .iter_mut()
+                .filter(|u| u.kind == kind)
+                .map(take)
+                .collect();
+            (!mine.is_empty()).then(|| combine(kind, mine))
+        })
+        .collect()
+}
+
+fn take(u: &mut Unit) -> Unit {
+    Unit {
+        kind: u.kind,
+        outcome: std::mem::replace(&mut u.outcome, Err((ErrorClass::Permanent, String::new()))),
+        attempts: u.attempts,
+        answered_by: u.answered_by.take(),
+        started: u.started,
+        finished: u.finished,
+        requests: std::mem::take(&mut u.requests),
+    }
+}
+
+/// One kind from its units: valid only if every unit is (a sentiment batch missing would leave
+/// reviews unlabelled); batches' results merged.
+fn combine(kind: Kind, units: Vec<Unit>) -> KindOutcome {
+    let started = units.iter().map(|u| u.started).min();
+    let finished = units.iter().map(|u| u.finished).max();
+    let processing_ms = match (started, finished) {
+        (Some(s), Some(f)) => f.duration_since(s).as_secs_f64() * 1000.0,
+        _ => 0.0,
+    };
+    let attempts = units.iter().map(|u| u.attempts).max().unwrap_or(0);
+    let answered_by = units.iter().find_map(|u| u.answered_by.clone());
+    let mut requests = Vec::new();
+    let mut parts = Vec::new();
+    let mut failure = None;
+    for u in units {
+        requests.extend(u.requests);
+        match u.outcome {
+            Ok(v) => parts.push(v),
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    let outcome = match failure {
+        Some(e) => Err(e),
+        None if kind == Kind::Sentiment => Ok(merge_sentiment(parts)),
+        None => parts
+            .into_iter()
+            .next()
+            .ok_or((ErrorClass::Permanent, "no result".to_string())),
+    };
+    KindOutcome {
+        kind,
+        outcome,
+        attempts,
+        answered_by,
+        processing_ms,
+        requests,
+    }
+}
+
+/// One planned request, then at most one repair retry if the answer is invalid.
+async fn unit(
+    llm: &dyn LlmClient,
+    plan: &RestaurantPlan,
+    req: &PlannedRequest,
+    prefill_tokens: u64,
+) -> Unit {
+    let started = Instant::now();
+    let mut chat = ChatRequest {
+        restaurant_id: plan.restaurant_id.clone(),
+        kind: req.kind,
+        attempt: 1,
+        messages: req.messages.clone(),
+        schema: req.schema.clone(),
+        max_tokens: req.max_tokens,
+        prefill_tokens,
+    };
+    let mut requests = Vec::new();
+    let mut answered_by = None;
+    let outcome = loop {
+        let o = llm.chat(&chat).await;
+        requests.extend(o.metrics);
+        let reply = match o.result {
+            Ok(reply) => reply,
+            Err(e) => {
+                break Err((
+                    e.class,
+                    format!("request failed ({}): {}", e.class.as_str(), e.message),
+                ))
+            }
+        };
+        answered_by = Some(reply.model.clone());
+        let reason = match validate(req.kind, &reply, &req.refs) {
+            Ok(v) => break Ok(v),
+            Err(reason) => reason,
+        };
+        if let Some(last) = requests.last_mut() {
+            last.error_class = Some(ErrorClass::InvalidOutput);
+            last.error = Some(reason.clone());
+        }
+        if chat.attempt >= 2 {
+            break Err((
+                ErrorClass::InvalidOutput,
+                format!("{reason} (after one repair retry)"),
+            ));
+        }
+        tracing::debug!(kind = req.kind.as_str(), %reason, "invalid answer, one repair retry");
+        // Repair: keep the whole conversation (and so the cached prefix) and say what was wrong.
+        chat.messages.push(Message {
+            role: "assistant",
+            content: reply.content,
+        });
+        chat.messages.push(Message {
+            role: "user",
+            content: format!(
+                "That answer is invalid: {reason}. Reply again with the corrected JSON object only."
+            ),
+        });
+        chat.attempt += 1;
+        chat.prefill_tokens = prefill_tokens / 4 + chat.max_tokens as u64;
+    };
+    if let Err((_, reason)) = &outcome {
+        tracing::warn!(kind = req.kind.as_str(), %reason, "analysis failed");
+    }
+    Unit {
+        kind: req.kind,
+        outcome,
+        attempts: chat.attempt,
+        answered_by,
+        started,
+        finished: Instant::now(),
+        requests,
+    }
+}
+
 /// Analysis results of one restaurant, with every metrics row it produced.
 struct Analysed {
     rows: Vec<ResultRow>,
@@ -50,19 +233,20 @@ struct Analysed {
 }
 
 impl Pipeline {
-    /// The key results are stored under: restaurant input, selection settings, embedding model,
-    /// prompt version and model. Any change makes the restaurant due again.
+    /// The key results are stored under: restaurant input, selection and batching settings,
+    /// embedding model, prompt version and model. Any change makes the restaurant due again.
     pub fn result_key(&self, r: &RestaurantRow) -> ResultKey {
         let s = self.cfg.select;
+        let b = self.planner.limits;
         let mut h = Sha256::new();
         h.update(format!(
-            "{}|k={}|m={}|l={}|{}",
-            r.input_hash, s.k, s.diverse, s.lambda, self.embed_model_id
+            "{}|k={}|m={}|l={}|b={}/{}|{}",
+            r.input_hash, s.k, s.diverse, s.lambda, b.reviews, b.tokens, self.embed_model_id
         ));
         ResultKey {
             restaurant_id: r.restaurant_id.clone(),
             input_hash: hex(&h.finalize())[..16].to_string(),
-            prompt_version: self.prompts.version.clone(),
+            prompt_version: self.planner.prompts.version.clone(),
             model: self.cfg.llm.model.clone(),
         }
     }
@@ -71,7 +255,7 @@ impl Pipeline {
     pub async fn analyse_all(
         self: &Arc<Self>,
         run_id: i64,
-        restaurants: Vec<RestaurantRow>,
+        restaurants: impl Stream<Item = Result<RestaurantRow, StoreError>>,
         force: bool,
         cancel: CancellationToken,
         mut on_done: impl FnMut(&str, &RestaurantOutcome),
@@ -79,13 +263,18 @@ impl Pipeline {
         let started = Instant::now();
         let mut tally = RunTally::default();
         let sla = self.cfg.sla;
-        let work = futures::stream::iter(restaurants)
+        let work = restaurants
             .take_until(cancel.cancelled_owned())
             .map(|r| {
                 let p = Arc::clone(self);
                 async move {
-                    let id = r.restaurant_id.clone();
-                    (id, p.restaurant(run_id, r, force).await)
+                    match r {
+                        Ok(r) => {
+                            let id = r.restaurant_id.clone();
+                            (id, p.restaurant(run_id, r, force).await)
+                        }
+                        Err(e) => ("(restaurant list)".to_string(), Err(e.into())),
+                    }
                 }
             })
             .buffer_unordered(self.cfg.restaurant_concurrency);
@@ -152,31 +341,38 @@ impl Pipeline {
         if selected.is_empty() {
             anyhow::bail!("no embedded reviews to select from");
         }
-        let plan = plan_restaurant(
-            &self.prompts,
-            &r.restaurant_id,
-            &selected,
-            self.cfg.llm.max_tokens,
-        );
-        let est_all: u64 = all.iter().map(|rv| estimate_tokens(&rv.text)).sum();
-        let est_sel: u64 = selected.iter().map(|rv| estimate_tokens(&rv.text)).sum();
+        let plan = self.planner.plan(&r.restaurant_id, &selected);
+        let count = |rv: &reviews::StoredReview| self.planner.counter.count(&rv.text);
+        let est_all: u64 = all.iter().map(count).sum();
+        let est_sel: u64 = selected.iter().map(count).sum();
         let mut out = Analysed {
             rows: Vec::new(),
             analyses: Vec::new(),
             requests: Vec::new(),
         };
-        // One after another: the first request leaves the shared prefix (system text + reviews) in
-        // the server's prefix cache (vLLM's APC, llama.cpp's slot cache), so the next two only
-        // prefill their task. Concurrency comes from running several restaurants at once.
-        for req in &plan.requests {
-            let (row, mut am, reqs) = self.analysis(&plan, req).await;
-            am.reviews_total = all.len();
-            am.reviews_selected = selected.len();
-            am.est_tokens_all_reviews = est_all;
-            am.est_tokens_selected = est_sel;
-            out.rows.push(row);
-            out.analyses.push(am);
-            out.requests.extend(reqs);
+        for k in analyse_plan(self.llm.as_ref(), &plan).await {
+            out.analyses.push(AnalysisMetrics {
+                restaurant_id: r.restaurant_id.clone(),
+                kind: k.kind.as_str().to_string(),
+                ok: k.outcome.is_ok(),
+                failure_reason: k.outcome.as_ref().err().map(|(_, r)| r.clone()),
+                attempts: k.attempts,
+                processing_ms: k.processing_ms,
+                prompt_tokens: k.requests.iter().filter_map(|m| m.prompt_tokens).sum(),
+                completion_tokens: k.requests.iter().filter_map(|m| m.completion_tokens).sum(),
+                reviews_total: all.len(),
+                reviews_selected: selected.len(),
+                est_tokens_all_reviews: est_all,
+                est_tokens_selected: est_sel,
+            });
+            out.rows.push(ResultRow {
+                kind: k.kind.as_str(),
+                error_class: k.outcome.as_ref().err().map(|(c, _)| *c),
+                outcome: k.outcome.map(|v| v.to_string()).map_err(|(_, r)| r),
+                attempts: k.attempts,
+                answered_by: k.answered_by,
+            });
+            out.requests.extend(k.requests);
         }
         let out = self
             .store
@@ -187,87 +383,29 @@ impl Pipeline {
             .await?;
         Ok(Some(out))
     }
-
-    /// One analysis: the request, then at most one repair retry if the answer is invalid.
-    async fn analysis(
-        &self,
-        plan: &RestaurantPlan,
-        req: &PlannedRequest,
-    ) -> (ResultRow, AnalysisMetrics, Vec<RequestMetrics>) {
-        let started = Instant::now();
-        let mut chat = ChatRequest {
-            restaurant_id: plan.restaurant_id.clone(),
-            kind: req.kind,
-            attempt: 1,
-            messages: req.messages.clone(),
-            schema: req.schema.clone(),
-            max_tokens: req.max_tokens,
-        };
-        let mut requests = Vec::new();
-        let outcome = loop {
-            let o = self.llm.chat(&chat).await;
-            requests.extend(o.metrics);
-            let reply = match o.result {
-                Ok(reply) => reply,
-                Err(e) => {
-                    break Err((
-                        e.class,
-                        format!("request failed ({}): {}", e.class.as_str(), e.message),
-                    ))
-                }
-            };
-            let reason = match validate(req.kind, &reply, &plan.refs) {
-                Ok(v) => break Ok(v.to_string()),
-                Err(reason) => reason,
-            };
-            if let Some(last) = requests.last_mut() {
-                last.error_class = Some(ErrorClass::InvalidOutput);
-                last.error = Some(reason.clone());
-            }
-            if chat.attempt >= 2 {
-                break Err((
-                    ErrorClass::InvalidOutput,
-                    format!("{reason} (after one repair retry)"),
-                ));
-            }
-            tracing::debug!(kind = req.kind.as_str(), %reason, "invalid answer, one repair retry");
-            // Repair: keep the whole conversation (and so the cached prefix) and say what was wrong.
-            chat.messages.push(Message {
-                role: "assistant",
-                content: reply.content,
-            });
-            chat.messages.push(Message {
-                role: "user",
-                content: format!("That answer is invalid: {reason}. Reply again with the corrected JSON object only."),
-            });
-            chat.attempt += 1;
-        };
-        let am = AnalysisMetrics {
-            restaurant_id: plan.restaurant_id.clone(),
-            kind: req.kind.as_str().to_string(),
-            ok: outcome.is_ok(),
-            failure_reason: outcome.as_ref().err().map(|(_, r)| r.clone()),
-            attempts: chat.attempt,
-            processing_ms: started.elapsed().as_secs_f64() * 1000.0,
-            prompt_tokens: requests.iter().filter_map(|m| m.prompt_tokens).sum(),
-            completion_tokens: requests.iter().filter_map(|m| m.completion_tokens).sum(),
-            ..Default::default()
-        };
-        if let Err((_, reason)) = &outcome {
-            tracing::warn!(kind = req.kind.as_str(), %reason, "analysis failed");
-        }
-        let error_class = outcome.as_ref().err().map(|(c, _)| *c);
-        let row = ResultRow {
-            kind: req.kind.as_str(),
-            outcome: outcome.map_err(|(_, r)| r),
-            error_class,
-            attempts: chat.attempt,
-        };
-        (row, am, requests)
-    }
 }
 
-/// Restaurants known to the store (ids only, pulled in order).
-pub async fn restaurants(store: &Store) -> Result<Vec<RestaurantRow>, StoreError> {
-    store.call(|c| reviews::restaurants(c)).await
+/// Every restaurant in the store, pulled a page at a time as the run consumes them.
+pub fn restaurants(store: Store) -> impl Stream<Item = Result<RestaurantRow, StoreError>> {
+    futures::stream::unfold(Some(String::new()), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            let a = after.clone();
+            match store
+                .call(move |c| reviews::restaurants_after(c, &a, PAGE))
+                .await
+            {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|r| r.restaurant_id.clone());
+                    let items: Vec<Result<RestaurantRow, StoreError>> =
+                        page.into_iter().map(Ok).collect();
+                    Some((futures::stream::iter(items), next))
+                }
+                Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
+            }
+        }
+    })
+    .flatten()
 }

@@ -144,6 +144,36 @@ fn sentiment(o: SentimentOut, refs: &[ReviewRef]) -> Result<Value, String> {
     Ok(serde_json::json!({"reviews": reviews, "overall": o.overall}))
 }
 
+/// Joins validated sentiment results of a restaurant's batches into one: every review's label in
+/// batch order, and an overall score that is the mean of the batches' (each saw every review),
+/// with the label most batches gave (ties: the earliest batch's).
+pub fn merge_sentiment(parts: Vec<Value>) -> Value {
+    if parts.len() == 1 {
+        return parts.into_iter().next().unwrap_or_default();
+    }
+    let mut reviews = Vec::new();
+    let mut scores = Vec::new();
+    let mut labels: Vec<Value> = Vec::new();
+    for mut p in parts {
+        if let Value::Array(r) = p["reviews"].take() {
+            reviews.extend(r);
+        }
+        scores.extend(p["overall"]["score"].as_f64());
+        labels.push(p["overall"]["label"].take());
+    }
+    let label = labels
+        .iter()
+        .max_by_key(|l| {
+            let n = labels.iter().filter(|x| x == l).count();
+            let first = labels.iter().position(|x| x == *l).unwrap_or(0);
+            (n, std::cmp::Reverse(first))
+        })
+        .cloned()
+        .unwrap_or_default();
+    let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
+    serde_json::json!({"reviews": reviews, "overall": {"label": label, "score": (mean * 1000.0).round() / 1000.0}})
+}
+
 /// Text must say something: not empty, not a placeholder such as "..." copied from a format hint.
 fn words(field: &str, text: &str) -> Result<(), String> {
     if text.chars().filter(|c| c.is_alphabetic()).count() < 2 {
@@ -221,6 +251,7 @@ mod tests {
         Reply {
             content: s.into(),
             finish_reason: Some("stop".into()),
+            model: String::new(),
         }
     }
 
@@ -249,12 +280,28 @@ mod tests {
     }
 
     #[test]
+    fn sentiment_batches_merge_into_one_result() {
+        let a = serde_json::json!({"reviews": [{"review_id": "a", "label": "positive", "score": 0.8}],
+                                   "overall": {"label": "positive", "score": 0.6}});
+        let b = serde_json::json!({"reviews": [{"review_id": "b", "label": "negative", "score": -0.5}],
+                                   "overall": {"label": "mixed", "score": 0.2}});
+        let c = serde_json::json!({"reviews": [], "overall": {"label": "mixed", "score": 0.1}});
+        let m = merge_sentiment(vec![a.clone(), b, c]);
+        assert_eq!(m["reviews"].as_array().unwrap().len(), 2);
+        assert_eq!(m["reviews"][1]["review_id"], "b");
+        assert_eq!(m["overall"]["label"], "mixed");
+        assert_eq!(m["overall"]["score"], 0.3);
+        assert_eq!(merge_sentiment(vec![a.clone()]), a);
+    }
+
+    #[test]
     fn cut_output_is_a_failure_even_if_it_parses() {
         let r = Reply {
             content:
                 r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}}}"#
                     .into(),
             finish_reason: Some("length".into()),
+            model: String::new(),
         };
         assert!(validate(Kind::Summary, &r, &refs())
             .unwrap_err()

@@ -22,6 +22,8 @@ pub struct ResultRow {
     /// Why it failed, when it did.
     pub error_class: Option<ErrorClass>,
     pub attempts: u32,
+    /// The model whose answer this is, when one answered.
+    pub answered_by: Option<String>,
 }
 
 pub fn start_run(
@@ -103,16 +105,18 @@ pub fn put_analysis(
         };
         tx.execute(
             "INSERT INTO results (restaurant_id, kind, input_hash, prompt_version, model, status,
-                                  result_json, error, error_class, attempts, run_id, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?12, ?9, ?10, ?11)
+                                  result_json, error, error_class, attempts, run_id, created_at,
+                                  answered_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?12, ?9, ?10, ?11, ?13)
              ON CONFLICT (restaurant_id, kind, input_hash, prompt_version, model) DO UPDATE SET
                  status = excluded.status, result_json = excluded.result_json, error = excluded.error,
-                 error_class = excluded.error_class,
+                 error_class = excluded.error_class, answered_by = excluded.answered_by,
                  attempts = excluded.attempts, run_id = excluded.run_id, created_at = excluded.created_at
              WHERE results.status = 'failed' OR excluded.status = 'ok'",
             params![
                 key.restaurant_id, r.kind, key.input_hash, key.prompt_version, key.model, status,
-                json, err, r.attempts, run_id, at, r.error_class.map(|c| c.as_str())
+                json, err, r.attempts, run_id, at, r.error_class.map(|c| c.as_str()),
+                r.answered_by
             ],
         )?;
     }
@@ -142,9 +146,10 @@ fn put_request(conn: &Connection, run_id: i64, m: &RequestMetrics) -> Result<(),
         "INSERT INTO vllm_metrics (run_id, restaurant_id, kind, attempt, request_id, endpoint, model,
              status, error_class, error, finish_reason, queue_ms, ttft_ms, e2e_ms, tpot_ms, itl_mean_ms,
              tokens_per_s, prompt_tokens, completion_tokens, cached_tokens, server_prompt_ms,
-             server_decode_ms, started_at)
+             server_decode_ms, started_at, retry, priority, est_prefill_tokens, itl_p95_ms,
+             server_queue_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                 ?20, ?21, ?22, ?23)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
     )?;
     q.execute(params![
         run_id,
@@ -169,7 +174,12 @@ fn put_request(conn: &Connection, run_id: i64, m: &RequestMetrics) -> Result<(),
         m.cached_tokens.map(|v| v as i64),
         m.server_prompt_ms,
         m.server_decode_ms,
-        m.started_at
+        m.started_at,
+        m.retry,
+        m.priority,
+        m.est_prefill_tokens.map(|v| v as i64),
+        m.itl_p95_ms,
+        m.server_queue_ms
     ])?;
     Ok(())
 }

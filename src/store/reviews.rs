@@ -121,12 +121,25 @@ fn restaurant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestaurantRow> {
     })
 }
 
-pub fn restaurants(conn: &Connection) -> Result<Vec<RestaurantRow>, StoreError> {
-    let mut q = conn.prepare(
-        "SELECT restaurant_id, input_hash, review_count FROM restaurants ORDER BY restaurant_id",
+/// Up to `limit` restaurants after `after` in id order: runs pull the catalogue page by page, so
+/// memory does not grow with it.
+pub fn restaurants_after(
+    conn: &Connection,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<RestaurantRow>, StoreError> {
+    let mut q = conn.prepare_cached(
+        "SELECT restaurant_id, input_hash, review_count FROM restaurants
+         WHERE restaurant_id > ?1 ORDER BY restaurant_id LIMIT ?2",
     )?;
-    let rows = q.query_map([], restaurant_row)?;
+    let rows = q.query_map(rusqlite::params![after, limit as i64], restaurant_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn restaurant_count(conn: &Connection) -> Result<u64, StoreError> {
+    Ok(conn.query_row("SELECT count(*) FROM restaurants", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64)
 }
 
 pub fn restaurant(conn: &Connection, id: &str) -> Result<Option<RestaurantRow>, StoreError> {

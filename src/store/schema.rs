@@ -123,6 +123,15 @@ CREATE TABLE vllm_metrics (
 );
 CREATE INDEX vllm_metrics_by_run ON vllm_metrics (run_id);
 "#,
+    // 2: scheduling: which model answered, HTTP retries, priority and more per-request timings.
+    r#"
+ALTER TABLE results ADD COLUMN answered_by TEXT;      -- the model that answered (a fallback?)
+ALTER TABLE vllm_metrics ADD COLUMN retry INTEGER NOT NULL DEFAULT 0; -- 0 = first HTTP try
+ALTER TABLE vllm_metrics ADD COLUMN priority INTEGER; -- vLLM `priority` sent, if any
+ALTER TABLE vllm_metrics ADD COLUMN est_prefill_tokens INTEGER; -- palate's scheduling key
+ALTER TABLE vllm_metrics ADD COLUMN itl_p95_ms REAL;
+ALTER TABLE vllm_metrics ADD COLUMN server_queue_ms REAL; -- vLLM per-request metrics, if sent
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.

@@ -8,11 +8,17 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+
+pub mod batch;
+pub mod schema;
+pub mod tokens;
 
 use crate::config::MaxTokens;
 use crate::store::reviews::{hex, StoredReview};
+pub use schema::sentences;
+pub use tokens::{estimate_tokens, TokenCounter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -26,6 +32,8 @@ pub enum PlanError {
         path: PathBuf,
         source: serde_json::Error,
     },
+    #[error("cannot load tokenizer {path}: {message}")]
+    Tokenizer { path: PathBuf, message: String },
 }
 
 /// The three analyses.
@@ -116,11 +124,14 @@ pub struct PlannedRequest {
     /// JSON schema for `response_format`, with `ref` restricted to this restaurant's references.
     pub schema: Value,
     pub max_tokens: u32,
-    /// Estimated prompt tokens (see [`estimate_tokens`]).
-    pub est_prompt_tokens: u64,
+    /// The references this request answers for: a sentiment batch's own, else all of them.
+    pub refs: Vec<ReviewRef>,
+    /// Prompt tokens in all, and in the part every request of the restaurant shares.
+    pub prompt_tokens: u64,
+    pub prefix_tokens: u64,
 }
 
-/// The three requests of one restaurant.
+/// The requests of one restaurant: its sentiment batches, then summary and strengths.
 #[derive(Debug, Clone)]
 pub struct RestaurantPlan {
     pub restaurant_id: String,
@@ -128,66 +139,93 @@ pub struct RestaurantPlan {
     pub requests: Vec<PlannedRequest>,
 }
 
-/// Builds the plan from the selected reviews, in selection order.
-pub fn plan_restaurant(
-    p: &Prompts,
-    restaurant_id: &str,
-    selected: &[StoredReview],
-    max: MaxTokens,
-) -> RestaurantPlan {
-    let refs: Vec<ReviewRef> = selected
-        .iter()
-        .enumerate()
-        .map(|(i, r)| ReviewRef {
-            reference: format!("R{}", i + 1),
-            review_id: r.review_id.clone(),
-            text: r.text.clone(),
-        })
-        .collect();
-    let language = language_of(selected);
-    let mut shared = format!("Reviews ({}):\n", refs.len());
-    for r in &refs {
-        // One line per review keeps references unambiguous.
-        shared.push_str(&format!(
-            "[{}] {}\n",
-            r.reference,
-            r.text.replace(['\n', '\r'], " ")
-        ));
-    }
-    let requests = Kind::ALL
-        .iter()
-        .map(|&kind| {
-            let task = p.tasks[kind as usize]
-                .replace("{{n}}", &refs.len().to_string())
-                .replace("{{language}}", language);
-            let user = format!("{shared}\n{}", task.trim());
-            let est = estimate_tokens(&p.system) + estimate_tokens(&user);
-            PlannedRequest {
-                kind,
-                messages: vec![
-                    Message {
-                        role: "system",
-                        content: p.system.clone(),
+/// Sentiment batch limits (TEI-style: a count limit and a token limit, both kept).
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub reviews: usize,
+    pub tokens: u64,
+}
+
+/// Renders plans: prompts, token counter, batch limits and output budgets together.
+pub struct Planner {
+    pub prompts: Prompts,
+    pub counter: TokenCounter,
+    pub limits: BatchLimits,
+    pub max: MaxTokens,
+}
+
+impl Planner {
+    /// Builds the plan from the selected reviews, in selection order.
+    pub fn plan(&self, restaurant_id: &str, selected: &[StoredReview]) -> RestaurantPlan {
+        let p = &self.prompts;
+        let refs: Vec<ReviewRef> = selected
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ReviewRef {
+                reference: format!("R{}", i + 1),
+                review_id: r.review_id.clone(),
+                text: r.text.clone(),
+            })
+            .collect();
+        let language = language_of(selected);
+        let mut shared = format!("Reviews ({}):\n", refs.len());
+        for r in &refs {
+            // One line per review keeps references unambiguous.
+            shared.push_str(&format!(
+                "[{}] {}\n",
+                r.reference,
+                r.text.replace(['\n', '\r'], " ")
+            ));
+        }
+        let prefix_tokens = self.counter.count(&p.system) + self.counter.count(&shared);
+        let sizes: Vec<u64> = refs.iter().map(|r| self.counter.count(&r.text)).collect();
+        let batches = batch::pack(&sizes, self.limits);
+        let mut requests = Vec::new();
+        for kind in Kind::ALL {
+            let groups: Vec<Vec<ReviewRef>> = match kind {
+                Kind::Sentiment => batches
+                    .iter()
+                    .map(|b| b.iter().map(|&i| refs[i].clone()).collect())
+                    .collect(),
+                _ => vec![refs.clone()],
+            };
+            for group in groups {
+                let names: Vec<&str> = group.iter().map(|r| r.reference.as_str()).collect();
+                let task = p.tasks[kind as usize]
+                    .replace("{{n}}", &group.len().to_string())
+                    .replace("{{refs}}", &names.join(", "))
+                    .replace("{{language}}", language);
+                let task = format!("\n{}", task.trim());
+                let user = format!("{shared}{task}");
+                requests.push(PlannedRequest {
+                    kind,
+                    messages: vec![
+                        Message {
+                            role: "system",
+                            content: p.system.clone(),
+                        },
+                        Message {
+                            role: "user",
+                            content: user,
+                        },
+                    ],
+                    schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &group),
+                    max_tokens: match kind {
+                        Kind::Sentiment => self.max.sentiment,
+                        Kind::Summary => self.max.summary,
+                        Kind::Strengths => self.max.strengths,
                     },
-                    Message {
-                        role: "user",
-                        content: user,
-                    },
-                ],
-                schema: restrict_refs(&p.schemas[kind as usize], kind, &refs),
-                max_tokens: match kind {
-                    Kind::Sentiment => max.sentiment,
-                    Kind::Summary => max.summary,
-                    Kind::Strengths => max.strengths,
-                },
-                est_prompt_tokens: est,
+                    refs: group,
+                    prompt_tokens: prefix_tokens + self.counter.count(&task),
+                    prefix_tokens,
+                });
             }
-        })
-        .collect();
-    RestaurantPlan {
-        restaurant_id: restaurant_id.to_string(),
-        refs,
-        requests,
+        }
+        RestaurantPlan {
+            restaurant_id: restaurant_id.to_string(),
+            refs,
+            requests,
+        }
     }
 }
 
@@ -211,85 +249,10 @@ pub fn is_hangul(c: char) -> bool {
     matches!(c, '\u{AC00}'..='\u{D7A3}' | '\u{1100}'..='\u{11FF}' | '\u{3130}'..='\u{318F}')
 }
 
-/// Token estimate used where the model's tokenizer is not at hand: ASCII text at ~4 bytes a token,
-/// other characters (Hangul) at ~1.5 tokens each, as small BPE vocabularies split them.
-pub fn estimate_tokens(text: &str) -> u64 {
-    let (ascii, other) = text.chars().fold((0u64, 0u64), |(a, o), c| {
-        if c.is_ascii() {
-            (a + 1, o)
-        } else {
-            (a, o + 1)
-        }
-    });
-    ascii.div_ceil(4) + (other * 3).div_ceil(2)
-}
-
-/// Specialises a schema to this restaurant, so constrained decoding cannot cite a review that is
-/// not in the prompt: sentiment gets exactly one entry per reference; strengths evidence becomes
-/// one alternative per review whose `quote` must be one of that review's own sentences (verbatim
-/// by construction; validate still checks it).
-fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
-    let names: Vec<&str> = refs.iter().map(|r| r.reference.as_str()).collect();
-    let mut s = schema.clone();
-    match kind {
-        Kind::Sentiment => {
-            let reviews = &mut s["properties"]["reviews"];
-            reviews["items"]["properties"]["ref"]["enum"] = json!(names);
-            reviews["minItems"] = json!(refs.len());
-            reviews["maxItems"] = json!(refs.len());
-        }
-        Kind::Strengths => {
-            let per_review: Vec<Value> = refs
-                .iter()
-                .map(|r| {
-                    json!({
-                        "type": "object",
-                        "properties": {"ref": {"const": r.reference}, "quote": {"enum": sentences(&r.text)}},
-                        "required": ["ref", "quote"],
-                        "additionalProperties": false
-                    })
-                })
-                .collect();
-            s["properties"]["strengths"]["items"]["properties"]["evidence"]["items"] =
-                json!({"anyOf": per_review});
-        }
-        Kind::Summary => {}
-    }
-    s
-}
-
-/// Longest quote offered as evidence, in characters.
-const MAX_QUOTE_CHARS: usize = 120;
-
-/// A review's sentences (split after . ! ? and line breaks), each cut to [`MAX_QUOTE_CHARS`];
-/// every one is a verbatim substring of the review.
-pub fn sentences(text: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    let mut start = 0;
-    let mut push = |piece: &str| {
-        let p: String = piece.trim().chars().take(MAX_QUOTE_CHARS).collect();
-        let p = p.trim().to_string();
-        if p.chars().count() >= 2 && !out.contains(&p) {
-            out.push(p);
-        }
-    };
-    for (i, c) in text.char_indices() {
-        if matches!(c, '.' | '!' | '?' | '\n' | '。') {
-            let end = i + c.len_utf8();
-            push(&text[start..end]);
-            start = end;
-        }
-    }
-    push(&text[start..]);
-    if out.is_empty() {
-        out.push(text.trim().chars().take(MAX_QUOTE_CHARS).collect());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn review(id: &str, text: &str, lang: &str) -> StoredReview {
         StoredReview {
@@ -301,6 +264,22 @@ mod tests {
         }
     }
 
+    fn planner(prompts: Prompts, batch_reviews: usize) -> Planner {
+        Planner {
+            prompts,
+            counter: TokenCounter::Estimate,
+            limits: BatchLimits {
+                reviews: batch_reviews,
+                tokens: 2048,
+            },
+            max: MaxTokens {
+                sentiment: 100,
+                summary: 200,
+                strengths: 300,
+            },
+        }
+    }
+
     fn plan() -> RestaurantPlan {
         let p = Prompts::load(Path::new("prompts")).unwrap();
         let reviews = [
@@ -308,16 +287,7 @@ mod tests {
             review("r-002", "Great galbi but the queue was\n40 minutes.", "en"),
             review("r-003", "직원분들이 친절해요", "ko"),
         ];
-        plan_restaurant(
-            &p,
-            "r",
-            &reviews,
-            MaxTokens {
-                sentiment: 100,
-                summary: 200,
-                strengths: 300,
-            },
-        )
+        planner(p, 16).plan("r", &reviews)
     }
 
     #[test]
@@ -382,7 +352,7 @@ mod tests {
         );
         assert!(s.iter().all(|p| t.contains(p.as_str())));
         let long = "가".repeat(400);
-        assert_eq!(sentences(&long)[0].chars().count(), MAX_QUOTE_CHARS);
+        assert_eq!(sentences(&long)[0].chars().count(), schema::MAX_QUOTE_CHARS);
     }
 
     #[test]
@@ -393,8 +363,48 @@ mod tests {
     }
 
     #[test]
-    fn token_estimate_counts_hangul_heavier() {
-        assert_eq!(estimate_tokens("abcdefgh"), 2);
-        assert_eq!(estimate_tokens("맛있어요"), 6);
+    fn sentiment_is_batched_and_every_request_shares_the_prefix() {
+        let p = Prompts::load(Path::new("prompts")).unwrap();
+        let reviews: Vec<StoredReview> = (0..5)
+            .map(|i| review(&format!("r-{i}"), &"good soup ".repeat(i + 1), "en"))
+            .collect();
+        let plan = planner(p, 2).plan("r", &reviews);
+        let kinds: Vec<&str> = plan.requests.iter().map(|r| r.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "sentiment",
+                "sentiment",
+                "sentiment",
+                "summary",
+                "strengths"
+            ]
+        );
+        let labelled: Vec<&str> = plan.requests[..3]
+            .iter()
+            .flat_map(|r| r.refs.iter().map(|x| x.reference.as_str()))
+            .collect();
+        assert_eq!(labelled.len(), 5);
+        for r in &plan.requests[..3] {
+            let names: Vec<&str> = r.refs.iter().map(|x| x.reference.as_str()).collect();
+            assert!(r.messages[1].content.contains(&names.join(", ")));
+            assert_eq!(
+                r.schema["properties"]["reviews"]["minItems"],
+                json!(r.refs.len())
+            );
+        }
+        let prefix = plan.requests[0].messages[1]
+            .content
+            .split("\nTask")
+            .next()
+            .unwrap();
+        assert!(plan
+            .requests
+            .iter()
+            .all(|r| r.messages[1].content.starts_with(prefix)));
+        assert!(plan
+            .requests
+            .iter()
+            .all(|r| r.prefix_tokens < r.prompt_tokens));
     }
 }

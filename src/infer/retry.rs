@@ -1,0 +1,129 @@
+//! The one place that decides what is retried: error classes, jittered exponential backoff, and
+//! the server's `Retry-After`.
+
+use async_openai::error::OpenAIError;
+use tokio::time::Duration;
+
+use super::InferError;
+use crate::metrics::ErrorClass;
+
+/// Longest `Retry-After` honoured; a server asking for more is treated as asking for this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// HTTP attempts per model for transient errors (5xx, 429, connect errors, timeouts, cut or
+    /// malformed streams).
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// Wait before attempt `n + 1` after attempt `n` failed: the server's `Retry-After` when it
+    /// sent one, else full jitter, uniform in [0, min(max, base·2^(n−1))].
+    pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(d) = retry_after {
+            return d.min(MAX_RETRY_AFTER);
+        }
+        let cap = self
+            .base
+            .saturating_mul(2u32.saturating_pow(n.saturating_sub(1)))
+            .min(self.max);
+        cap.mul_f64(fastrand::f64())
+    }
+}
+
+/// `Retry-After` as seconds (the HTTP-date form is not used by LLM servers and is ignored).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let s: f64 = v.trim().parse().ok()?;
+    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s))
+}
+
+/// Sorts an async-openai error into the classes the retry logic acts on.
+pub fn classify(e: OpenAIError) -> InferError {
+    let (class, message) = match &e {
+        OpenAIError::ApiError(r) => {
+            let s = r.status_code.as_u16();
+            let msg = r.api_error.message.to_ascii_lowercase();
+            let class = if s == 429 || s == 408 || s >= 500 {
+                ErrorClass::Transient
+            } else if msg.contains("context length")
+                || msg.contains("maximum context")
+                || msg.contains("context size")
+                || msg.contains("too long")
+                || msg.contains("exceeds")
+            {
+                ErrorClass::ContextLength
+            } else {
+                ErrorClass::Permanent
+            };
+            (class, format!("HTTP {s}: {}", r.api_error.message))
+        }
+        OpenAIError::Reqwest(r) if r.is_builder() => (ErrorClass::Permanent, e.to_string()),
+        OpenAIError::Reqwest(r) => match r.status().map(|s| s.as_u16()) {
+            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => {
+                (ErrorClass::Permanent, e.to_string())
+            }
+            _ => (ErrorClass::Transient, e.to_string()),
+        },
+        OpenAIError::StreamError(_) | OpenAIError::JSONDeserialize(..) => {
+            (ErrorClass::Transient, e.to_string())
+        }
+        _ => (ErrorClass::Permanent, e.to_string()),
+    };
+    InferError { class, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_stays_within_its_cap_and_retry_after_wins() {
+        let p = RetryPolicy {
+            attempts: 5,
+            base: Duration::from_millis(500),
+            max: Duration::from_secs(4),
+        };
+        for n in 1..8 {
+            let cap = (p.base * 2u32.pow(n - 1)).min(p.max);
+            assert!(p.delay(n, None) <= cap, "{n}");
+        }
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+        assert_eq!(p.delay(1, Some(Duration::from_secs(9999))), MAX_RETRY_AFTER);
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn api_errors_are_classified() {
+        let api = |status: u16, msg: &str| {
+            OpenAIError::ApiError(async_openai::error::ApiErrorResponse {
+                status_code: reqwest::StatusCode::from_u16(status).unwrap(),
+                api_error: async_openai::error::ApiError {
+                    message: msg.into(),
+                    r#type: None,
+                    param: None,
+                    code: None,
+                    misalignment: None,
+                },
+            })
+        };
+        assert_eq!(classify(api(503, "busy")).class, ErrorClass::Transient);
+        assert_eq!(classify(api(429, "slow down")).class, ErrorClass::Transient);
+        assert_eq!(
+            classify(api(400, "This model's maximum context length is 2048")).class,
+            ErrorClass::ContextLength
+        );
+        assert_eq!(
+            classify(api(404, "no such model")).class,
+            ErrorClass::Permanent
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The JSON schemas sent with each request, specialised to the restaurant's reviews.
+
+use serde_json::{json, Value};
+
+use super::{Kind, ReviewRef};
+
+/// Specialises a schema to this restaurant, so constrained decoding cannot cite a review that is
+/// not in the prompt: sentiment gets exactly one entry per reference; strengths evidence becomes
+/// one alternative per review whose `quote` must be one of that review's own sentences (verbatim
+/// by construction; validate still checks it).
+pub fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
+    let names: Vec<&str> = refs.iter().map(|r| r.reference.as_str()).collect();
+    let mut s = schema.clone();
+    match kind {
+        Kind::Sentiment => {
+            let reviews = &mut s["properties"]["reviews"];
+            reviews["items"]["properties"]["ref"]["enum"] = json!(names);
+            reviews["minItems"] = json!(refs.len());
+            reviews["maxItems"] = json!(refs.len());
+        }
+        Kind::Strengths => {
+            let per_review: Vec<Value> = refs
+                .iter()
+                .map(|r| {
+                    json!({
+                        "type": "object",
+                        "properties": {"ref": {"const": r.reference}, "quote": {"enum": sentences(&r.text)}},
+                        "required": ["ref", "quote"],
+                        "additionalProperties": false
+                    })
+                })
+                .collect();
+            s["properties"]["strengths"]["items"]["properties"]["evidence"]["items"] =
+                json!({"anyOf": per_review});
+        }
+        Kind::Summary => {}
+    }
+    s
+}
+
+/// Longest quote offered as evidence, in characters.
+pub(crate) const MAX_QUOTE_CHARS: usize = 120;
+
+/// A review's sentences (split after . ! ? and line breaks), each cut to [`MAX_QUOTE_CHARS`];
+/// every one is a verbatim substring of the review.
+pub fn sentences(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut start = 0;
+    let mut push = |piece: &str| {
+        let p: String = piece.trim().chars().take(MAX_QUOTE_CHARS).collect();
+        let p = p.trim().to_string();
+        if p.chars().count() >= 2 && !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    for (i, c) in text.char_indices() {
+        if matches!(c, '.' | '!' | '?' | '\n' | '。') {
+            let end = i + c.len_utf8();
+            push(&text[start..end]);
+            start = end;
+        }
+    }
+    push(&text[start..]);
+    if out.is_empty() {
+        out.push(text.trim().chars().take(MAX_QUOTE_CHARS).collect());
+    }
+    out
+}

@@ -1,0 +1,193 @@
+//! What the simulated model answers: an instance of the request's JSON schema (as constrained
+//! decoding would produce), so palate's validation passes unless a fault corrupts it. Array item i
+//! takes the i-th `enum` value or `anyOf` alternative, which makes "one entry per reference"
+//! schemas come out complete.
+
+use serde_json::{Map, Value};
+
+const WORDS: [&str; 12] = [
+    "fresh", "broth", "kind", "staff", "fair", "prices", "quick", "service", "warm", "room",
+    "generous", "portions",
+];
+
+pub fn instance(schema: &Value, seed: u64) -> Value {
+    let mut g = Gen {
+        root: schema,
+        rng: fastrand::Rng::with_seed(seed),
+    };
+    g.value(schema, 0, 0)
+}
+
+struct Gen<'a> {
+    root: &'a Value,
+    rng: fastrand::Rng,
+}
+
+fn num(s: &Value, key: &str) -> Option<f64> {
+    s.get(key).and_then(Value::as_f64)
+}
+
+fn count(s: &Value, key: &str) -> Option<usize> {
+    s.get(key).and_then(Value::as_u64).map(|n| n as usize)
+}
+
+impl Gen<'_> {
+    fn value(&mut self, s: &Value, index: usize, depth: usize) -> Value {
+        if depth > 16 {
+            return Value::Null;
+        }
+        if let Some(r) = s.get("$ref").and_then(Value::as_str) {
+            let name = r.trim_start_matches("#/$defs/");
+            let def = self.root["$defs"][name].clone();
+            return self.value(&def, index, depth + 1);
+        }
+        if let Some(c) = s.get("const") {
+            return c.clone();
+        }
+        if let Some(e) = s
+            .get("enum")
+            .and_then(Value::as_array)
+            .filter(|e| !e.is_empty())
+        {
+            return e[index % e.len()].clone();
+        }
+        if let Some(alts) = s
+            .get("anyOf")
+            .and_then(Value::as_array)
+            .filter(|a| !a.is_empty())
+        {
+            let alt = alts[index % alts.len()].clone();
+            return self.value(&alt, index, depth + 1);
+        }
+        match s.get("type").and_then(Value::as_str) {
+            Some("object") => self.object(s, index, depth),
+            Some("array") => {
+                let min = count(s, "minItems").unwrap_or(0);
+                let max = count(s, "maxItems").unwrap_or(min + 2);
+                let n = (min + 1).min(max).max(min);
+                let items = s.get("items").cloned().unwrap_or(Value::Null);
+                Value::Array((0..n).map(|i| self.value(&items, i, depth + 1)).collect())
+            }
+            Some("string") => {
+                let min = count(s, "minLength").unwrap_or(1);
+                let max = count(s, "maxLength").unwrap_or(64);
+                Value::String(self.words(min, max))
+            }
+            Some("number") | Some("integer") => {
+                let lo = num(s, "minimum").unwrap_or(0.0);
+                let hi = num(s, "maximum").unwrap_or(lo + 10.0);
+                let v = lo + (hi - lo) * self.rng.f64();
+                if s["type"] == "integer" {
+                    Value::from(v.round() as i64)
+                } else {
+                    Value::from((v * 100.0).round() / 100.0)
+                }
+            }
+            Some("boolean") => Value::Bool(self.rng.bool()),
+            _ => Value::Null,
+        }
+    }
+
+    fn object(&mut self, s: &Value, index: usize, depth: usize) -> Value {
+        let Some(props) = s.get("properties").and_then(Value::as_object) else {
+            return Value::Object(Map::new());
+        };
+        let keys: Vec<&String> = match s.get("required").and_then(Value::as_array) {
+            Some(req) => props
+                .keys()
+                .filter(|k| req.iter().any(|r| r == *k))
+                .collect(),
+            None => {
+                let min = count(s, "minProperties").unwrap_or(1);
+                let max = count(s, "maxProperties").unwrap_or(props.len());
+                props.keys().take(2.clamp(min, max.max(min))).collect()
+            }
+        };
+        let mut out = Map::new();
+        for k in keys {
+            let v = self.value(&props[k], index, depth + 1);
+            out.insert(k.clone(), v);
+        }
+        Value::Object(out)
+    }
+
+    /// Words up to about two thirds of `max` characters (at least `min`).
+    fn words(&mut self, min: usize, max: usize) -> String {
+        let target = (max * 2 / 3).max(min).min(max);
+        let mut s = String::new();
+        loop {
+            let w = WORDS[self.rng.usize(..WORDS.len())];
+            if !s.is_empty() && s.len() + 1 + w.len() > target {
+                break;
+            }
+            if !s.is_empty() {
+                s.push(' ');
+            }
+            s.push_str(w);
+            if s.len() >= target {
+                break;
+            }
+        }
+        s.truncate(max);
+        s
+    }
+}
+
+/// Splits text into pieces of at most 4 bytes on character boundaries: the simulated tokens.
+pub fn pieces(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for c in text.chars() {
+        if !cur.is_empty() && cur.len() + c.len_utf8() > 4 {
+            out.push(std::mem::take(&mut cur));
+        }
+        cur.push(c);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Prompt token ids: 4-byte pieces of the rendered chat, so equal text gives equal tokens.
+pub fn prompt_tokens(text: &str) -> Vec<u32> {
+    text.as_bytes()
+        .chunks(4)
+        .map(|c| {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            u32::from_le_bytes(b)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn array_items_take_successive_enum_values() {
+        let s = json!({"type": "object", "required": ["reviews"], "properties": {"reviews": {
+            "type": "array", "minItems": 3, "maxItems": 3,
+            "items": {"type": "object", "required": ["ref", "score"], "properties": {
+                "ref": {"enum": ["R1", "R2", "R3"]},
+                "score": {"type": "number", "minimum": -1, "maximum": 1}}}}}});
+        let v = instance(&s, 7);
+        let refs: Vec<&str> = v["reviews"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ref"].as_str().unwrap())
+            .collect();
+        assert_eq!(refs, ["R1", "R2", "R3"]);
+        assert!(v["reviews"][0]["score"].as_f64().unwrap().abs() <= 1.0);
+    }
+
+    #[test]
+    fn pieces_keep_characters_whole() {
+        assert_eq!(pieces("abcdefg"), ["abcd", "efg"]);
+        assert_eq!(pieces("맛있어"), ["맛", "있", "어"]);
+        assert_eq!(pieces("맛있어").concat(), "맛있어");
+    }
+}
