@@ -139,15 +139,8 @@ impl OpenAiClient {
         let mut up = Vec::new();
         let mut errors = Vec::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
-            let mut rq = self
-                .http
-                .get(format!("{}/models", ep.url))
-                .timeout(Duration::from_secs(30));
-            if let Some(k) = &self.api_key {
-                rq = rq.bearer_auth(k);
-            }
-            match rq.send().await.and_then(|r| r.error_for_status()) {
-                Ok(_) => up.push(ep.url.clone()),
+            match self.models_answer(ep).await {
+                Ok(()) => up.push(ep.url.clone()),
                 Err(e) => {
                     self.sched.bench(i);
                     errors.push(format!("{}: {e}", ep.url));
@@ -167,6 +160,26 @@ impl OpenAiClient {
             tracing::warn!(error = %e, "LLM endpoint is down; benched, using the others");
         }
         Ok(up)
+    }
+
+    /// `GET /models`, tried as often as a request would be.
+    async fn models_answer(&self, ep: &Endpoint) -> Result<(), reqwest::Error> {
+        let mut n = 0;
+        loop {
+            n += 1;
+            let mut rq = self
+                .http
+                .get(format!("{}/models", ep.url))
+                .timeout(Duration::from_secs(30));
+            if let Some(k) = &self.api_key {
+                rq = rq.bearer_auth(k);
+            }
+            match rq.send().await.and_then(|r| r.error_for_status()) {
+                Ok(_) => return Ok(()),
+                Err(e) if n >= self.retry.attempts => return Err(e),
+                Err(_) => tokio::time::sleep(self.retry.delay(n, None)).await,
+            }
+        }
     }
 
     /// Requests waiting for their turn in palate's queue.
@@ -253,20 +266,22 @@ impl OpenAiClient {
         body: &Value,
         m: &mut RequestMetrics,
     ) -> (Result<Reply, InferError>, Option<Duration>) {
-        // A client per attempt, whose HTTP service keeps the response's Retry-After header
-        // (async-openai's error drops headers). It shares the connection pool of `self.http`.
-        let retry_after = Arc::new(Mutex::new(None));
-        let seen = Arc::clone(&retry_after);
+        // A client per attempt, whose HTTP service keeps the response's status and Retry-After
+        // header (async-openai's error drops headers, and cannot parse vLLM's error bodies). It
+        // shares the connection pool of `self.http`.
+        let http_seen: Arc<Mutex<(Option<u16>, Option<Duration>)>> = Arc::default();
+        let seen = Arc::clone(&http_seen);
         let http = self.http.clone();
         let service = tower::service_fn(move |f: HttpRequestFactory| {
             let (http, seen) = (http.clone(), Arc::clone(&seen));
             async move {
                 let rq = f.build().await?;
                 let resp = http.execute(rq).await.map_err(OpenAIError::Reqwest)?;
-                if let Some(d) = retry::retry_after(resp.headers()) {
-                    if let Ok(mut s) = seen.lock() {
-                        *s = Some(d);
-                    }
+                if let Ok(mut s) = seen.lock() {
+                    *s = (
+                        Some(resp.status().as_u16()),
+                        retry::retry_after(resp.headers()),
+                    );
                 }
                 Ok::<_, OpenAIError>(resp)
             }
@@ -283,13 +298,17 @@ impl OpenAiClient {
                     message: format!("request took longer than {:?}", self.request_timeout),
                 }),
             };
+        let (status, after) = http_seen.lock().map(|g| *g).unwrap_or_default();
+        let result = match (result, status) {
+            (Err(e), Some(s)) => Err(retry::with_status(e, s)),
+            (r, _) => r,
+        };
         m.e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
         m.ok = result.is_ok();
         if let Err(e) = &result {
             m.error_class = Some(e.class);
             m.error = Some(e.message.clone());
         }
-        let after = retry_after.lock().ok().and_then(|g| *g);
         (result, after)
     }
 }

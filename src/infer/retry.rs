@@ -46,27 +46,15 @@ pub fn classify(e: OpenAIError) -> InferError {
     let (class, message) = match &e {
         OpenAIError::ApiError(r) => {
             let s = r.status_code.as_u16();
-            let msg = r.api_error.message.to_ascii_lowercase();
-            let class = if s == 429 || s == 408 || s >= 500 {
-                ErrorClass::Transient
-            } else if msg.contains("context length")
-                || msg.contains("maximum context")
-                || msg.contains("context size")
-                || msg.contains("too long")
-                || msg.contains("exceeds")
-            {
-                ErrorClass::ContextLength
-            } else {
-                ErrorClass::Permanent
-            };
-            (class, format!("HTTP {s}: {}", r.api_error.message))
+            (
+                status_class(s, &r.api_error.message),
+                format!("HTTP {s}: {}", r.api_error.message),
+            )
         }
         OpenAIError::Reqwest(r) if r.is_builder() => (ErrorClass::Permanent, e.to_string()),
         OpenAIError::Reqwest(r) => match r.status().map(|s| s.as_u16()) {
-            Some(s) if (400..500).contains(&s) && s != 429 && s != 408 => {
-                (ErrorClass::Permanent, e.to_string())
-            }
-            _ => (ErrorClass::Transient, e.to_string()),
+            Some(s) => (status_class(s, ""), e.to_string()),
+            None => (ErrorClass::Transient, e.to_string()),
         },
         OpenAIError::StreamError(_) | OpenAIError::JSONDeserialize(..) => {
             (ErrorClass::Transient, e.to_string())
@@ -74,6 +62,41 @@ pub fn classify(e: OpenAIError) -> InferError {
         _ => (ErrorClass::Permanent, e.to_string()),
     };
     InferError { class, message }
+}
+
+/// Classifies an attempt whose HTTP status is known. vLLM's error bodies carry an integer
+/// `code`, which async-openai fails to parse, so an error status otherwise looks like a
+/// transient parse error: the status decides instead, with the body's message.
+pub fn with_status(e: InferError, status: u16) -> InferError {
+    if status < 400 {
+        return e;
+    }
+    InferError {
+        class: status_class(status, &e.message),
+        message: if e.message.starts_with("HTTP ") {
+            e.message
+        } else {
+            format!("HTTP {status}: {}", e.message)
+        },
+    }
+}
+
+/// 408, 429 and 5xx are transient; a 4xx about the prompt's length is a context-length error;
+/// any other 4xx is permanent.
+fn status_class(status: u16, message: &str) -> ErrorClass {
+    let msg = message.to_ascii_lowercase();
+    if status == 429 || status == 408 || status >= 500 {
+        ErrorClass::Transient
+    } else if msg.contains("context length")
+        || msg.contains("maximum context")
+        || msg.contains("context size")
+        || msg.contains("too long")
+        || msg.contains("exceeds")
+    {
+        ErrorClass::ContextLength
+    } else {
+        ErrorClass::Permanent
+    }
 }
 
 #[cfg(test)]
@@ -125,5 +148,13 @@ mod tests {
             classify(api(404, "no such model")).class,
             ErrorClass::Permanent
         );
+        let unparsed = InferError {
+            class: ErrorClass::Transient,
+            message: "failed to deserialize api response: {\"code\": 404}".into(),
+        };
+        let e = with_status(unparsed.clone(), 404);
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(e.message.starts_with("HTTP 404"));
+        assert_eq!(with_status(unparsed, 503).class, ErrorClass::Transient);
     }
 }

@@ -117,6 +117,9 @@ struct State {
     stats: Arc<Mutex<EngineStats>>,
     requests: AtomicU64,
     rng: Mutex<fastrand::Rng>,
+    /// Connection faults draw from their own generator, so their sequence does not depend on how
+    /// accepts and requests interleave.
+    conn_rng: Mutex<fastrand::Rng>,
     injected: Mutex<BTreeMap<Fault, u64>>,
     close_connections: bool,
 }
@@ -152,6 +155,7 @@ impl SimServer {
                 .iter()
                 .any(|(f, r)| *f == Fault::Refused && *r > 0.0),
             rng: Mutex::new(fastrand::Rng::with_seed(cfg.faults.seed)),
+            conn_rng: Mutex::new(fastrand::Rng::with_seed(cfg.faults.seed ^ 0x5eed)),
             cfg,
             engine: tx,
             stats,
@@ -191,7 +195,7 @@ impl State {
         let fault = match n.and_then(|n| f.schedule.get(&n)) {
             Some(&fault) => Some(fault),
             None => {
-                let mut rng = lock(&self.rng);
+                let mut rng = lock(if refused { &self.conn_rng } else { &self.rng });
                 f.rates
                     .iter()
                     .filter(|(k, _)| (*k == Fault::Refused) == refused)

@@ -108,6 +108,23 @@ impl Drop for LlamaServer {
 
 /// Writes a job file in `dir` for a temporary database and the given inputs and endpoint.
 pub fn job(dir: &Path, endpoint: &str, inputs: &[PathBuf]) -> PathBuf {
+    job_with(
+        dir,
+        &[endpoint],
+        inputs,
+        "smollm2",
+        "read_timeout_s = 600\nrequest_timeout_s = 1200",
+    )
+}
+
+/// A job file; `llm_extra` lines are appended to its `[llm]` section (the last one).
+pub fn job_with(
+    dir: &Path,
+    endpoints: &[&str],
+    inputs: &[PathBuf],
+    model: &str,
+    llm_extra: &str,
+) -> PathBuf {
     let inputs: Vec<String> = inputs
         .iter()
         .map(|p| format!("{:?}", p.display().to_string()))
@@ -129,12 +146,11 @@ k = 3
 diverse = 1
 
 [llm]
-endpoints = [{endpoint:?}]
-model = "smollm2"
+endpoints = {endpoints:?}
+model = {llm_model:?}
 max_in_flight = 4
-read_timeout_s = 600
-request_timeout_s = 1200
 prompts_dir = {prompts:?}
+{llm_extra}
 "#,
         db = dir.join("t.db").display().to_string(),
         inputs = inputs.join(", "),
@@ -142,6 +158,7 @@ prompts_dir = {prompts:?}
         model = embed_model_dir().display().to_string(),
         ort = ort_dylib().display().to_string(),
         prompts = root().join("prompts").display().to_string(),
+        llm_model = model,
     );
     let p = dir.join("job.toml");
     std::fs::write(&p, text).unwrap();

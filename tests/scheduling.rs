@@ -1,0 +1,345 @@
+//! Faults, retries, fallback and endpoint benching against the simulated vLLM server (`palate::sim`).
+//! The fault runs use the real binary, the real embedding model and SQLite; only the LLM server is
+//! simulated, because a real one cannot be made to fail on cue.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use palate::config::{Config, JobFile};
+use palate::infer::{ChatRequest, LlmClient, OpenAiClient};
+use palate::metrics::ErrorClass;
+use palate::plan::{BatchLimits, Planner, Prompts, RestaurantPlan, TokenCounter};
+use palate::sim::{EngineConfig, Fault, FaultPlan, LatencyModel, SimConfig, SimServer};
+use palate::store::reviews::StoredReview;
+use rusqlite::Connection;
+use tokio::time::{Duration, Instant};
+
+/// A fast engine: 1 ms steps.
+fn engine() -> EngineConfig {
+    EngineConfig {
+        latency: LatencyModel {
+            step_ms: 1.0,
+            prefill_token_ms: 0.0005,
+            seq_ms: 0.01,
+        },
+        ..EngineConfig::default()
+    }
+}
+
+fn sim_config(models: &[&str], faults: FaultPlan) -> SimConfig {
+    SimConfig {
+        engine: engine(),
+        models: models.iter().map(|m| m.to_string()).collect(),
+        faults,
+    }
+}
+
+/// Short timeouts and backoff, so faults play out in seconds.
+const FAST_LLM: &str = "read_timeout_s = 1
+request_timeout_s = 20
+attempts = 3
+backoff_base_s = 0.05
+backoff_max_s = 0.2
+bench_s = 0.5";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_each_fault_at_20_percent_every_analysis_is_stored_valid_or_with_its_reason() {
+    let slice = common::root().join("tests/data/slice.jsonl");
+    for fault in Fault::ALL {
+        let faults = FaultPlan {
+            rates: vec![(fault, 0.2)],
+            // Request 0 always gets it, so every kind is seen at least once.
+            schedule: BTreeMap::from([(0, fault)]),
+            seed: 7,
+            retry_after: Duration::from_secs(1),
+            stall_for: Duration::from_secs(3),
+        };
+        let sim = SimServer::start(sim_config(&["sim"], faults))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let job = common::job_with(
+            dir.path(),
+            &[sim.url.as_str()],
+            std::slice::from_ref(&slice),
+            "sim",
+            FAST_LLM,
+        );
+        let job = job.to_str().unwrap().to_string();
+        let (code, out, err) =
+            tokio::task::spawn_blocking(move || common::palate(&["run", "--job", &job]))
+                .await
+                .unwrap();
+        assert!(
+            code == 0 || code == 3,
+            "{fault:?}: exit {code}\n{out}\n{err}"
+        );
+        let injected = sim.injected().get(&fault).copied().unwrap_or(0);
+        assert!(injected > 0, "{fault:?} was never injected");
+        let c = Connection::open(dir.path().join("t.db")).unwrap();
+        let results: i64 = c
+            .query_row("SELECT count(*) FROM results", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            results, 9,
+            "{fault:?}: 3 restaurants x 3 analyses\n{out}\n{err}"
+        );
+        let unexplained: i64 = c
+            .query_row(
+                "SELECT count(*) FROM results WHERE status = 'failed' AND (error IS NULL OR error_class IS NULL)",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unexplained, 0, "{fault:?}: a failure without its reason");
+        let errors: i64 = c
+            .query_row(
+                "SELECT count(*) FROM vllm_metrics WHERE status = 'error' OR error_class IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let unclassified: i64 = c
+            .query_row(
+                "SELECT count(*) FROM vllm_metrics WHERE status = 'error' AND error_class IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(
+            unclassified, 0,
+            "{fault:?}: an attempt without its error class"
+        );
+        if fault != Fault::Refused {
+            // A refused connection may fail before the request reaches the server, which then
+            // retries and counts nothing; every other fault shows as an attempt with its class.
+            assert!(
+                errors > 0,
+                "{fault:?}: injected {injected}x but no attempt recorded an error"
+            );
+        }
+    }
+}
+
+fn plan() -> RestaurantPlan {
+    let planner = Planner {
+        prompts: Prompts::load(&common::root().join("prompts")).unwrap(),
+        counter: TokenCounter::Estimate,
+        limits: BatchLimits {
+            reviews: 16,
+            tokens: 2048,
+        },
+        max: palate::config::MaxTokens {
+            sentiment: 300,
+            summary: 300,
+            strengths: 300,
+        },
+    };
+    let reviews: Vec<StoredReview> = ["Great broth.", "Rude staff but fast.", "가성비 좋아요"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| StoredReview {
+            review_id: format!("r{i}"),
+            text: t.to_string(),
+            content_hash: String::new(),
+            lang: None,
+            rating: None,
+        })
+        .collect();
+    planner.plan("r", &reviews)
+}
+
+fn client(endpoints: &[&str], model: &str, extra: impl FnOnce(&mut JobFile)) -> OpenAiClient {
+    let mut f = JobFile::default();
+    f.llm.endpoints = endpoints.iter().map(|e| e.to_string()).collect();
+    f.llm.model = model.into();
+    f.llm.read_timeout_s = 5.0;
+    f.llm.backoff_base_s = 0.05;
+    extra(&mut f);
+    OpenAiClient::new(&Config::validate(f).unwrap().llm).unwrap()
+}
+
+fn chat_request(plan: &RestaurantPlan) -> ChatRequest {
+    let r = &plan.requests[1];
+    ChatRequest {
+        restaurant_id: plan.restaurant_id.clone(),
+        kind: r.kind,
+        attempt: 1,
+        messages: r.messages.clone(),
+        schema: r.schema.clone(),
+        max_tokens: r.max_tokens,
+        prefill_tokens: r.prompt_tokens,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_wait_for_retry_after_on_a_paused_clock() {
+    let faults = FaultPlan {
+        schedule: BTreeMap::from([(0, Fault::RateLimited), (1, Fault::RateLimited)]),
+        retry_after: Duration::from_secs(7),
+        ..FaultPlan::default()
+    };
+    let sim = SimServer::start(sim_config(&["m"], faults)).await.unwrap();
+    let llm = client(&[sim.url.as_str()], "m", |_| {});
+    let t0 = Instant::now();
+    let o = llm.chat(&chat_request(&plan())).await;
+    let waited = t0.elapsed();
+    assert!(o.result.is_ok(), "{:?}", o.result);
+    let classes: Vec<Option<ErrorClass>> = o.metrics.iter().map(|m| m.error_class).collect();
+    assert_eq!(
+        classes,
+        [
+            Some(ErrorClass::Transient),
+            Some(ErrorClass::Transient),
+            None
+        ]
+    );
+    assert_eq!(
+        o.metrics.iter().map(|m| m.retry).collect::<Vec<_>>(),
+        [0, 1, 2]
+    );
+    assert!(
+        waited >= Duration::from_secs(14) && waited < Duration::from_secs(16),
+        "two Retry-After waits of 7 s, not backoff: {waited:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_errors_back_off_and_give_up_after_the_attempts() {
+    let faults = FaultPlan {
+        rates: vec![(Fault::Http503, 1.0)],
+        ..FaultPlan::default()
+    };
+    let sim = SimServer::start(sim_config(&["m"], faults)).await.unwrap();
+    let llm = client(&[sim.url.as_str()], "m", |f| {
+        f.llm.attempts = 4;
+        f.llm.backoff_base_s = 1.0;
+        f.llm.backoff_max_s = 2.0;
+        f.llm.bench_after_failures = 100;
+    });
+    let t0 = Instant::now();
+    let o = llm.chat(&chat_request(&plan())).await;
+    let waited = t0.elapsed();
+    let e = o.result.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Transient);
+    assert!(e.message.contains("503"), "{}", e.message);
+    assert_eq!(o.metrics.len(), 4);
+    // Full jitter: waits uniform in [0, 1], [0, 2], [0, 2] seconds.
+    assert!(
+        waited <= Duration::from_secs(5) + Duration::from_millis(100),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_hands_over_to_the_next_in_the_chain() {
+    // The server does not serve "general": 404, a permanent error, then "fast" answers.
+    let sim = SimServer::start(sim_config(&["fast"], FaultPlan::default()))
+        .await
+        .unwrap();
+    let llm = client(&[sim.url.as_str()], "general", |f| {
+        f.llm.fallback_models = vec!["fast".into(), "general".into()];
+    });
+    let o = llm.chat(&chat_request(&plan())).await;
+    let reply = o.result.unwrap();
+    assert_eq!(reply.model, "fast");
+    let tried: Vec<(&str, Option<ErrorClass>)> = o
+        .metrics
+        .iter()
+        .map(|m| (m.model.as_str(), m.error_class))
+        .collect();
+    assert_eq!(
+        tried,
+        [("general", Some(ErrorClass::Permanent)), ("fast", None)]
+    );
+
+    // Nothing serves either model: one error naming every model's failure.
+    let sim = SimServer::start(sim_config(&["other"], FaultPlan::default()))
+        .await
+        .unwrap();
+    let llm = client(&[sim.url.as_str()], "general", |f| {
+        f.llm.fallback_models = vec!["fast".into()];
+    });
+    let e = llm.chat(&chat_request(&plan())).await.result.unwrap_err();
+    assert!(
+        e.message.contains("every model failed")
+            && e.message.contains("general:")
+            && e.message.contains("fast:"),
+        "{}",
+        e.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_is_benched_and_a_dead_one_is_benched_at_warm_up() {
+    let bad = SimServer::start(sim_config(
+        &["m"],
+        FaultPlan {
+            rates: vec![(Fault::Http503, 1.0)],
+            ..FaultPlan::default()
+        },
+    ))
+    .await
+    .unwrap();
+    let good = SimServer::start(sim_config(&["m"], FaultPlan::default()))
+        .await
+        .unwrap();
+    let llm = client(&[bad.url.as_str(), good.url.as_str()], "m", |f| {
+        f.llm.bench_after_failures = 2;
+        f.llm.bench_s = 600.0;
+        f.llm.attempts = 5;
+    });
+    llm.warm_up().await.unwrap();
+    let p = plan();
+    for _ in 0..6 {
+        let o = llm.chat(&chat_request(&p)).await;
+        assert!(o.result.is_ok(), "{:?}", o.result);
+    }
+    assert_eq!(bad.requests(), 2, "benched after 2 failures in a row");
+    assert!(good.requests() >= 6);
+
+    // A port nobody listens on: benched by the warm-up, never sent a request.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/v1", l.local_addr().unwrap())
+    };
+    let llm = client(&[dead.as_str(), good.url.as_str()], "m", |f| {
+        f.llm.backoff_base_s = 0.01;
+    });
+    let up = llm.warm_up().await.unwrap();
+    assert_eq!(up, std::slice::from_ref(&good.url));
+    let o = llm.chat(&chat_request(&p)).await;
+    assert!(o.metrics.iter().all(|m| m.endpoint == good.url));
+}
+
+#[test]
+fn the_sim_reports_cached_prefix_tokens_on_a_repeated_prompt() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let sim = SimServer::start(sim_config(&["m"], FaultPlan::default()))
+            .await
+            .unwrap();
+        let llm = client(&[sim.url.as_str()], "m", |_| {});
+        let p = plan();
+        let first = llm.chat(&chat_request(&p)).await;
+        let second = llm.chat(&chat_request(&p)).await;
+        let cached = |o: &palate::infer::ChatOutcome| o.metrics[0].cached_tokens.unwrap();
+        assert_eq!(cached(&first), 0);
+        let prompt = second.metrics[0].prompt_tokens.unwrap();
+        assert!(
+            cached(&second) >= prompt - 16 && cached(&second) < prompt,
+            "all but the last partial block is cached: {} of {prompt}",
+            cached(&second)
+        );
+        let metrics = reqwest::get(sim.url.replace("/v1", "/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(metrics.contains("vllm:prefix_cache_hits_total"));
+        assert!(metrics.contains("vllm:num_requests_running"));
+    });
+}
