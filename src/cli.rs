@@ -37,9 +37,30 @@ pub enum Command {
     Run(RunArgs),
     /// Analyse one restaurant (already ingested) and print its three results.
     Analyze(AnalyzeArgs),
+    /// A run's metrics: a table (throughput, goodput, SLA compliance, latency percentiles, token
+    /// savings, cost, failures), an HTML page of charts, or goodput per day.
+    Report(ReportArgs),
     /// Benchmarks whose output states the figures (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchSuite),
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The run to report (default: the newest).
+    #[arg(long)]
+    pub run: Option<i64>,
+    /// Also write a self-contained HTML page with charts here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Goodput and SLA compliance per day instead (the `daily_metrics` view).
+    #[arg(long)]
+    pub daily: bool,
+    /// Days the daily view goes back.
+    #[arg(long, default_value_t = 14)]
+    pub days: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AnalyzeArgs, IngestArgs, RunArgs, SchedulingArgs};
+use crate::cli::{AnalyzeArgs, IngestArgs, ReportArgs, RunArgs, SchedulingArgs};
 use crate::config::Config;
 use crate::embed::{embed_missing, Embedder, FastEmbedder};
 use crate::index::EmbeddedIndex;
@@ -183,6 +183,17 @@ async fn analyse(
         .store
         .call(move |c| results::start_run(c, &name, command, &model, &config_json))
         .await?;
+    let stop_scrape = tokio_util::sync::CancellationToken::new();
+    let scraper = p.cfg.scrape_interval.map(|every| {
+        tokio::spawn(crate::metrics::scrape::run(
+            p.store.clone(),
+            run_id,
+            p.cfg.llm.endpoints.clone(),
+            every,
+            p.cfg.nvml,
+            stop_scrape.clone(),
+        ))
+    });
     let progress = Progress::new(total);
     let mut summary = p
         .analyse_all(run_id, list, force, cancel.clone(), |id, outcome| {
@@ -190,6 +201,11 @@ async fn analyse(
         })
         .await;
     progress.finish();
+    stop_scrape.cancel();
+    if let Some(s) = scraper {
+        let samples = s.await.unwrap_or(0);
+        tracing::info!(samples, "server metrics sampled");
+    }
     summary.wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
     let status = if cancel.is_cancelled() {
         "interrupted"
@@ -267,6 +283,36 @@ pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
     if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&a.job)?;
+    anyhow::ensure!(
+        cfg.database.exists(),
+        "no database at {}: run palate first (or give --database)",
+        cfg.database.display()
+    );
+    let conn = open_connection(&cfg.database)?;
+    if a.daily {
+        output::line(&crate::report::daily_table(&crate::report::daily(
+            &conn, a.days,
+        )?));
+        return Ok(exit::OK);
+    }
+    let Some(r) = crate::report::load(&conn, a.run)? else {
+        anyhow::bail!(
+            "{} has no run{}",
+            cfg.database.display(),
+            a.run.map(|r| format!(" {r}")).unwrap_or_default()
+        );
+    };
+    output::line(&crate::report::table(&r));
+    if let Some(path) = &a.html {
+        std::fs::write(path, crate::report::html::page(&r))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        output::line(&format!("wrote {}", path.display()));
     }
     Ok(exit::OK)
 }

@@ -35,6 +35,8 @@ pub struct JobFile {
     pub llm: LlmSection,
     pub plan: PlanSection,
     pub sla: SlaSection,
+    pub cost: CostSection,
+    pub metrics: MetricsSection,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +221,35 @@ pub struct SlaSection {
     pub ttft_ms: f64,
     /// Time per output token a request must meet to count as good.
     pub tpot_ms: f64,
+    /// End-to-end time a request must meet to count as good; unset = no limit.
+    pub e2e_ms: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CostSection {
+    /// Price of one GPU hour of the serving deployment; 0 = no cost in reports.
+    pub gpu_usd_per_hour: f64,
+    /// GPUs the deployment uses during the run.
+    pub gpus: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Seconds between scrapes of each endpoint's Prometheus `/metrics` (and NVML); 0 = off.
+    pub scrape_interval_s: f64,
+    /// Sample GPU utilisation and memory through NVML where the library is present.
+    pub nvml: bool,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            scrape_interval_s: 5.0,
+            nvml: true,
+        }
+    }
 }
 
 impl Default for SlaSection {
@@ -226,6 +257,7 @@ impl Default for SlaSection {
         Self {
             ttft_ms: 2000.0,
             tpot_ms: 100.0,
+            e2e_ms: None,
         }
     }
 }
@@ -243,7 +275,11 @@ pub struct Config {
     pub select: SelectConfig,
     pub llm: LlmConfig,
     pub plan: PlanConfig,
-    pub sla: SlaConfig,
+    pub sla: crate::metrics::Sla,
+    pub cost: crate::metrics::Cost,
+    /// Scrape interval; `None` = no scraping.
+    pub scrape_interval: Option<Duration>,
+    pub nvml: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -292,13 +328,6 @@ pub struct MaxTokens {
     pub sentiment: u32,
     pub summary: u32,
     pub strengths: u32,
-}
-
-/// SLA thresholds used for goodput.
-#[derive(Debug, Clone, Copy)]
-pub struct SlaConfig {
-    pub ttft_ms: f64,
-    pub tpot_ms: f64,
 }
 
 impl JobFile {
@@ -436,10 +465,19 @@ impl Config {
                 sentiment_batch_reviews: f.plan.sentiment_batch_reviews,
                 sentiment_batch_tokens: f.plan.sentiment_batch_tokens,
             },
-            sla: SlaConfig {
+            sla: crate::metrics::Sla {
                 ttft_ms: f.sla.ttft_ms,
                 tpot_ms: f.sla.tpot_ms,
+                e2e_ms: f.sla.e2e_ms,
             },
+            cost: crate::metrics::Cost {
+                gpu_usd_per_hour: f.cost.gpu_usd_per_hour,
+                gpus: f.cost.gpus,
+            },
+            scrape_interval: (f.metrics.scrape_interval_s > 0.0)
+                .then(|| secs(f.metrics.scrape_interval_s, "metrics.scrape_interval_s"))
+                .transpose()?,
+            nvml: f.metrics.nvml,
         })
     }
 }

@@ -34,6 +34,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod plan;
+pub mod report;
 pub mod select;
 pub mod sim;
 pub mod store;

@@ -283,9 +283,7 @@ impl Pipeline {
             let outcome = match result {
                 Ok(None) => RestaurantOutcome::Skipped,
                 Ok(Some(a)) => {
-                    a.requests
-                        .iter()
-                        .for_each(|m| tally.add_request(m, sla.ttft_ms, sla.tpot_ms));
+                    a.requests.iter().for_each(|m| tally.add_request(m, &sla));
                     a.analyses.iter().for_each(|m| tally.add_analysis(m));
                     RestaurantOutcome::Done {
                         failed_analyses: a.analyses.iter().filter(|m| !m.ok).count(),
@@ -304,7 +302,7 @@ impl Pipeline {
             }
             on_done(&id, &outcome);
         }
-        tally.finish(started.elapsed().as_secs_f64() * 1000.0)
+        tally.finish(started.elapsed().as_secs_f64() * 1000.0, self.cfg.cost)
     }
 
     /// One restaurant: `None` if skipped because its results are current.
@@ -342,6 +340,7 @@ impl Pipeline {
             anyhow::bail!("no embedded reviews to select from");
         }
         let plan = self.planner.plan(&r.restaurant_id, &selected);
+        let sla = self.cfg.sla;
         let count = |rv: &reviews::StoredReview| self.planner.counter.count(&rv.text);
         let est_all: u64 = all.iter().map(count).sum();
         let est_sel: u64 = selected.iter().map(count).sum();
@@ -377,7 +376,8 @@ impl Pipeline {
         let out = self
             .store
             .call(move |c| {
-                results::put_analysis(c, run_id, &key, &out.rows, &out.analyses, &out.requests)?;
+                let (rows, analyses, requests) = (&out.rows, &out.analyses, &out.requests);
+                results::put_analysis(c, run_id, &key, rows, analyses, requests, &sla)?;
                 Ok(out)
             })
             .await?;

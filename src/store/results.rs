@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{now, StoreError};
-use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary};
+use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary, Sla};
 
 /// The key results are versioned by: a result is current only if all of these match.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,12 +49,13 @@ pub fn finish_run(
 ) -> Result<(), StoreError> {
     conn.execute(
         "UPDATE runs SET finished_at = ?2, status = ?3, restaurants_done = ?4, restaurants_skipped = ?5,
-             restaurants_failed = ?6, requests = ?7, prompt_tokens = ?8, completion_tokens = ?9, wall_ms = ?10
+             restaurants_failed = ?6, requests = ?7, prompt_tokens = ?8, completion_tokens = ?9, wall_ms = ?10,
+             summary_json = ?11
          WHERE run_id = ?1",
         params![
             run_id, now(), status, s.restaurants_done as i64, s.restaurants_skipped as i64,
             s.restaurants_failed as i64, s.requests as i64, s.prompt_tokens as i64,
-            s.completion_tokens as i64, s.wall_ms
+            s.completion_tokens as i64, s.wall_ms, serde_json::to_string(s).ok()
         ],
     )?;
     Ok(())
@@ -95,6 +96,7 @@ pub fn put_analysis(
     rows: &[ResultRow],
     analyses: &[AnalysisMetrics],
     requests: &[RequestMetrics],
+    sla: &Sla,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     let at = now();
@@ -135,21 +137,26 @@ pub fn put_analysis(
         )?;
     }
     for m in requests {
-        put_request(&tx, run_id, m)?;
+        put_request(&tx, run_id, m, sla)?;
     }
     tx.commit()?;
     Ok(())
 }
 
-fn put_request(conn: &Connection, run_id: i64, m: &RequestMetrics) -> Result<(), StoreError> {
+fn put_request(
+    conn: &Connection,
+    run_id: i64,
+    m: &RequestMetrics,
+    sla: &Sla,
+) -> Result<(), StoreError> {
     let mut q = conn.prepare_cached(
         "INSERT INTO vllm_metrics (run_id, restaurant_id, kind, attempt, request_id, endpoint, model,
              status, error_class, error, finish_reason, queue_ms, ttft_ms, e2e_ms, tpot_ms, itl_mean_ms,
              tokens_per_s, prompt_tokens, completion_tokens, cached_tokens, server_prompt_ms,
              server_decode_ms, started_at, retry, priority, est_prefill_tokens, itl_p95_ms,
-             server_queue_ms)
+             server_queue_ms, prefill_ms, decode_ms, meets_sla)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
     )?;
     q.execute(params![
         run_id,
@@ -179,8 +186,31 @@ fn put_request(conn: &Connection, run_id: i64, m: &RequestMetrics) -> Result<(),
         m.priority,
         m.est_prefill_tokens.map(|v| v as i64),
         m.itl_p95_ms,
-        m.server_queue_ms
+        m.server_queue_ms,
+        m.prefill_ms(),
+        m.decode_ms(),
+        m.meets(sla)
     ])?;
+    Ok(())
+}
+
+/// Server-side samples of a run (see `metrics::scrape`).
+pub fn put_samples(
+    conn: &mut Connection,
+    run_id: i64,
+    samples: &[crate::metrics::scrape::Sample],
+) -> Result<(), StoreError> {
+    let tx = conn.transaction()?;
+    {
+        let mut q = tx.prepare_cached(
+            "INSERT INTO server_metrics (run_id, source, at, name, labels, value)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for s in samples {
+            q.execute(params![run_id, s.source, s.at, s.name, s.labels, s.value])?;
+        }
+    }
+    tx.commit()?;
     Ok(())
 }
 

@@ -123,7 +123,8 @@ CREATE TABLE vllm_metrics (
 );
 CREATE INDEX vllm_metrics_by_run ON vllm_metrics (run_id);
 "#,
-    // 2: scheduling: which model answered, HTTP retries, priority and more per-request timings.
+    // 2: scheduling and metrics: which model answered, HTTP retries, priority, prefill/decode
+    // split, per-run summary, server metrics samples, daily view.
     r#"
 ALTER TABLE results ADD COLUMN answered_by TEXT;      -- the model that answered (a fallback?)
 ALTER TABLE vllm_metrics ADD COLUMN retry INTEGER NOT NULL DEFAULT 0; -- 0 = first HTTP try
@@ -131,6 +132,34 @@ ALTER TABLE vllm_metrics ADD COLUMN priority INTEGER; -- vLLM `priority` sent, i
 ALTER TABLE vllm_metrics ADD COLUMN est_prefill_tokens INTEGER; -- palate's scheduling key
 ALTER TABLE vllm_metrics ADD COLUMN itl_p95_ms REAL;
 ALTER TABLE vllm_metrics ADD COLUMN server_queue_ms REAL; -- vLLM per-request metrics, if sent
+ALTER TABLE vllm_metrics ADD COLUMN prefill_ms REAL;  -- server's figure, else TTFT
+ALTER TABLE vllm_metrics ADD COLUMN decode_ms REAL;   -- server's figure, else E2E - TTFT
+ALTER TABLE vllm_metrics ADD COLUMN meets_sla INTEGER; -- 1 when ok and within every SLA
+ALTER TABLE runs ADD COLUMN summary_json TEXT;        -- metrics::RunSummary at the end
+CREATE TABLE server_metrics (
+    id       INTEGER PRIMARY KEY,
+    run_id   INTEGER NOT NULL REFERENCES runs (run_id),
+    source   TEXT NOT NULL,       -- endpoint base URL, or `nvml`
+    at       TEXT NOT NULL,
+    name     TEXT NOT NULL,       -- e.g. vllm:num_requests_waiting, llamacpp:requests_processing, gpu_utilization_percent
+    labels   TEXT NOT NULL,       -- Prometheus labels as written, '' if none
+    value    REAL NOT NULL
+);
+CREATE INDEX server_metrics_by_run ON server_metrics (run_id, name);
+-- Goodput and SLA compliance per day (the seed's dashboard query).
+CREATE VIEW daily_metrics AS
+SELECT substr(m.started_at, 1, 10)                         AS day,
+       count(*)                                            AS requests,
+       sum(m.status = 'ok')                                AS ok,
+       sum(coalesce(m.meets_sla, 0))                       AS good,
+       round(100.0 * sum(coalesce(m.meets_sla, 0)) / count(*), 1) AS sla_compliance_pct,
+       round(sum(coalesce(m.meets_sla, 0)) * 1000.0 / nullif((
+           SELECT sum(r.wall_ms) FROM runs r
+           WHERE substr(r.started_at, 1, 10) = substr(m.started_at, 1, 10)), 0), 3) AS goodput_rps,
+       round(avg(m.ttft_ms), 1)                            AS ttft_mean_ms,
+       sum(m.completion_tokens)                            AS output_tokens
+FROM vllm_metrics m
+GROUP BY day;
 "#,
 ];
 

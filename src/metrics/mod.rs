@@ -3,6 +3,8 @@
 //! to the first content token; TPOT = (E2E − TTFT) / (output tokens − 1); ITL is the gap between
 //! successive streamed chunks; tokens/s = output tokens / E2E.
 
+pub mod scrape;
+
 use serde::Serialize;
 
 /// Error classes: only `Transient` is retried at the HTTP level; `InvalidOutput` gets the one
@@ -73,6 +75,60 @@ impl RequestMetrics {
         let n = self.completion_tokens?;
         (self.e2e_ms > 0.0).then(|| n as f64 * 1000.0 / self.e2e_ms)
     }
+
+    /// Prefill time: the server's own figure where it sends one, else TTFT (which then also holds
+    /// the server's queue and the network).
+    pub fn prefill_ms(&self) -> Option<f64> {
+        self.server_prompt_ms.or(self.ttft_ms)
+    }
+
+    /// Decode time: the server's own figure, else E2E − TTFT.
+    pub fn decode_ms(&self) -> Option<f64> {
+        self.server_decode_ms
+            .or_else(|| self.ttft_ms.map(|t| (self.e2e_ms - t).max(0.0)))
+    }
+
+    /// Succeeded and within every SLA threshold (TPOT only where defined).
+    pub fn meets(&self, sla: &Sla) -> bool {
+        self.ok
+            && self.ttft_ms.is_some_and(|t| t <= sla.ttft_ms)
+            && self.tpot_ms().is_none_or(|t| t <= sla.tpot_ms)
+            && sla.e2e_ms.is_none_or(|e| self.e2e_ms <= e)
+    }
+}
+
+/// SLA thresholds a request must meet to count toward goodput (`vllm bench serve --goodput`).
+#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+pub struct Sla {
+    pub ttft_ms: f64,
+    pub tpot_ms: f64,
+    pub e2e_ms: Option<f64>,
+}
+
+/// What a run's GPU time costs.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Cost {
+    /// Price of one GPU hour; 0 = unknown (no cost reported).
+    pub gpu_usd_per_hour: f64,
+    pub gpus: f64,
+}
+
+/// p50, p95 and p99 of one latency, in ms.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+}
+
+impl Percentiles {
+    pub fn of(v: &[f64]) -> Self {
+        Self {
+            p50: percentile(v, 50.0),
+            p95: percentile(v, 95.0),
+            p99: percentile(v, 99.0),
+        }
+    }
 }
 
 /// One analysis of one restaurant (a row of `analysis_metrics`).
@@ -107,8 +163,9 @@ pub fn percentile(values: &[f64], p: f64) -> Option<f64> {
     Some(v[rank.clamp(1, v.len()) - 1])
 }
 
-/// Totals of a run, printed at the end and stored in `runs`.
-#[derive(Debug, Clone, Default, Serialize)]
+/// Totals of a run, printed at the end and stored in `runs` (`summary_json`).
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct RunSummary {
     pub restaurants_done: usize,
     pub restaurants_skipped: usize,
@@ -119,10 +176,31 @@ pub struct RunSummary {
     pub requests_failed: usize,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    pub cached_tokens: u64,
     pub ttft_p50_ms: Option<f64>,
     pub ttft_p95_ms: Option<f64>,
-    /// Requests meeting both SLA thresholds, per second of wall time.
+    pub ttft_ms: Percentiles,
+    pub tpot_ms: Percentiles,
+    pub itl_ms: Percentiles,
+    pub e2e_ms: Percentiles,
+    pub queue_ms: Percentiles,
+    /// Requests (every HTTP attempt) and output tokens per second of wall time.
+    pub requests_per_s: f64,
+    pub output_tokens_per_s: f64,
+    /// Requests meeting every SLA threshold, per second of wall time.
     pub goodput_rps: f64,
+    /// Share of requests meeting every SLA threshold, in percent.
+    pub sla_compliance_pct: f64,
+    /// Prompt tokens saved by selection (estimated: all reviews vs the selected ones).
+    pub tokens_saved_by_selection: u64,
+    /// GPU cost of the run's wall time, and per 1,000 tokens (prompt + output); `None` without a price.
+    pub cost_usd: Option<f64>,
+    pub usd_per_1k_tokens: Option<f64>,
+    /// The thresholds goodput was judged by.
+    pub sla: Option<Sla>,
+    /// Wall time of the analysis phase (the rates above are over it).
+    pub analysis_ms: f64,
+    /// Wall time of the whole command (ingest and embedding included).
     pub wall_ms: f64,
     /// Failure reasons with their counts, most frequent first.
     pub failure_reasons: Vec<(String, usize)>,
@@ -143,31 +221,49 @@ pub fn reason_group(reason: &str) -> String {
 #[derive(Debug, Default)]
 pub struct RunTally {
     ttfts: Vec<f64>,
+    tpots: Vec<f64>,
+    itls: Vec<f64>,
+    e2es: Vec<f64>,
+    queues: Vec<f64>,
     good: usize,
     pub summary: RunSummary,
     reasons: std::collections::BTreeMap<String, usize>,
 }
 
 impl RunTally {
-    pub fn add_request(&mut self, m: &RequestMetrics, sla_ttft_ms: f64, sla_tpot_ms: f64) {
+    pub fn add_request(&mut self, m: &RequestMetrics, sla: &Sla) {
+        self.summary.sla = Some(*sla);
+        self.add_judged(m, m.meets(sla));
+    }
+
+    /// Adds a request already judged against the SLA (as stored in `vllm_metrics.meets_sla`).
+    pub fn add_judged(&mut self, m: &RequestMetrics, meets_sla: bool) {
         self.summary.requests += 1;
         if !m.ok {
             self.summary.requests_failed += 1;
         }
         self.summary.prompt_tokens += m.prompt_tokens.unwrap_or(0);
         self.summary.completion_tokens += m.completion_tokens.unwrap_or(0);
-        if let Some(t) = m.ttft_ms {
-            self.ttfts.push(t);
+        self.summary.cached_tokens += m.cached_tokens.unwrap_or(0);
+        self.ttfts.extend(m.ttft_ms);
+        self.tpots.extend(m.tpot_ms());
+        self.itls.extend(m.itl_mean_ms);
+        self.queues.push(m.queue_ms);
+        if m.ok {
+            self.e2es.push(m.e2e_ms);
         }
-        let meets = m.ok
-            && m.ttft_ms.is_some_and(|t| t <= sla_ttft_ms)
-            && m.tpot_ms().is_none_or(|t| t <= sla_tpot_ms);
-        if meets {
+        if meets_sla {
             self.good += 1;
         }
     }
 
     pub fn add_analysis(&mut self, a: &AnalysisMetrics) {
+        // The restaurant's selection saving, counted once (on its first analysis).
+        if a.kind == "sentiment" {
+            self.summary.tokens_saved_by_selection += a
+                .est_tokens_all_reviews
+                .saturating_sub(a.est_tokens_selected);
+        }
         if a.ok {
             self.summary.analyses_ok += 1;
         } else {
@@ -177,15 +273,38 @@ impl RunTally {
         }
     }
 
-    pub fn finish(mut self, wall_ms: f64) -> RunSummary {
-        self.summary.wall_ms = wall_ms;
-        self.summary.ttft_p50_ms = percentile(&self.ttfts, 50.0);
-        self.summary.ttft_p95_ms = percentile(&self.ttfts, 95.0);
-        self.summary.goodput_rps = if wall_ms > 0.0 {
-            self.good as f64 * 1000.0 / wall_ms
+    pub fn finish(mut self, wall_ms: f64, cost: Cost) -> RunSummary {
+        let s = &mut self.summary;
+        s.wall_ms = wall_ms;
+        s.analysis_ms = wall_ms;
+        s.ttft_p50_ms = percentile(&self.ttfts, 50.0);
+        s.ttft_p95_ms = percentile(&self.ttfts, 95.0);
+        s.ttft_ms = Percentiles::of(&self.ttfts);
+        s.tpot_ms = Percentiles::of(&self.tpots);
+        s.itl_ms = Percentiles::of(&self.itls);
+        s.e2e_ms = Percentiles::of(&self.e2es);
+        s.queue_ms = Percentiles::of(&self.queues);
+        let per_s = |n: f64| {
+            if wall_ms > 0.0 {
+                n * 1000.0 / wall_ms
+            } else {
+                0.0
+            }
+        };
+        s.requests_per_s = per_s(s.requests as f64);
+        s.output_tokens_per_s = per_s(s.completion_tokens as f64);
+        s.goodput_rps = per_s(self.good as f64);
+        s.sla_compliance_pct = if s.requests > 0 {
+            100.0 * self.good as f64 / s.requests as f64
         } else {
             0.0
         };
+        if cost.gpu_usd_per_hour > 0.0 {
+            let usd = wall_ms / 3_600_000.0 * cost.gpu_usd_per_hour * cost.gpus.max(1.0);
+            let tokens = (s.prompt_tokens + s.completion_tokens) as f64;
+            s.cost_usd = Some(usd);
+            s.usd_per_1k_tokens = (tokens > 0.0).then(|| usd * 1000.0 / tokens);
+        }
         let mut reasons: Vec<_> = self.reasons.into_iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.summary.failure_reasons = reasons;
@@ -212,6 +331,19 @@ mod tests {
             ..m.clone()
         };
         assert_eq!(one.tpot_ms(), None);
+        assert_eq!(m.prefill_ms(), Some(100.0), "TTFT without server timings");
+        assert_eq!(
+            m.decode_ms(),
+            Some(1000.0),
+            "E2E - TTFT without server timings"
+        );
+        let served = RequestMetrics {
+            server_prompt_ms: Some(40.0),
+            server_decode_ms: Some(900.0),
+            ..m.clone()
+        };
+        assert_eq!(served.prefill_ms(), Some(40.0));
+        assert_eq!(served.decode_ms(), Some(900.0));
     }
 
     #[test]
@@ -252,12 +384,43 @@ mod tests {
             ok: false,
             ..fast.clone()
         };
-        for m in [&fast, &fast, &slow_first, &failed] {
-            t.add_request(m, 2000.0, 200.0);
+        let slow_tokens = RequestMetrics {
+            e2e_ms: 5000.0,
+            ..fast.clone()
+        };
+        let sla = Sla {
+            ttft_ms: 2000.0,
+            tpot_ms: 200.0,
+            e2e_ms: None,
+        };
+        for m in [&fast, &fast, &slow_first, &failed, &slow_tokens] {
+            t.add_request(m, &sla);
         }
-        let s = t.finish(2000.0);
-        assert_eq!(s.requests, 4);
+        let cost = Cost {
+            gpu_usd_per_hour: 3.6,
+            gpus: 1.0,
+        };
+        let s = t.finish(2000.0, cost);
+        assert_eq!(s.requests, 5);
         assert_eq!(s.requests_failed, 1);
+        // fast, fast: TTFT 100 ms, TPOT (500-100)/4 = 100 ms. slow_tokens: TPOT 1225 ms > 200.
         assert!((s.goodput_rps - 1.0).abs() < 1e-9, "{}", s.goodput_rps);
+        assert!((s.sla_compliance_pct - 40.0).abs() < 1e-9);
+        assert!((s.requests_per_s - 2.5).abs() < 1e-9);
+        assert!(
+            (s.output_tokens_per_s - 12.5).abs() < 1e-9,
+            "{}",
+            s.output_tokens_per_s
+        );
+        // 2 s of one $3.60/h GPU = $0.002, over 25 output tokens (no prompt tokens here).
+        assert!((s.cost_usd.unwrap() - 0.002).abs() < 1e-12);
+        assert!((s.usd_per_1k_tokens.unwrap() - 0.08).abs() < 1e-9);
+        assert_eq!(s.ttft_ms.p50, Some(100.0));
+        assert_eq!(s.tpot_ms.p99, Some(1225.0));
+        let e2e_sla = Sla {
+            e2e_ms: Some(400.0),
+            ..sla
+        };
+        assert!(!fast.meets(&e2e_sla), "E2E 500 ms > 400 ms");
     }
 }
