@@ -39,5 +39,7 @@ if [ $code -eq 3 ]; then
   echo "demo: finished; some analyses failed validation and were stored as failed (see the summary above)" >&2
   code=0
 fi
-echo "demo: results in out/demo.db (tables results, current_results, analysis_metrics, vllm_metrics)" >&2
+./target/release/palate report --job jobs/demo.toml --html out/report.html
+echo "demo: results in out/demo.db (tables results, current_results, analysis_metrics, vllm_metrics);" \
+  "charts in out/report.html" >&2
 exit $code

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-use crate::config::{JobFile, MaxTokens};
+use crate::config::{FollowUps, JobFile, MaxTokens};
 use crate::infer::schedule::Order;
 use crate::infer::OpenAiClient;
 use crate::metrics::{percentile, RequestMetrics};
@@ -211,15 +211,19 @@ async fn mode(
         Strategy::Static => {
             let mut all = Vec::new();
             for batch in plans.chunks(concurrency) {
-                let done =
-                    futures::future::join_all(batch.iter().map(|p| analyse_plan(&llm, p))).await;
+                let done = futures::future::join_all(
+                    batch
+                        .iter()
+                        .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent)),
+                )
+                .await;
                 all.extend(done.into_iter().flatten());
             }
             all
         }
         _ => {
             futures::stream::iter(plans)
-                .map(|p| analyse_plan(&llm, p))
+                .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent))
                 .buffer_unordered(concurrency)
                 .flat_map(futures::stream::iter)
                 .collect()

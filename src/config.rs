@@ -137,6 +137,10 @@ pub struct LlmSection {
     pub send_priority: bool,
     /// A request waiting longer than this goes before shorter ones (no starvation).
     pub starvation_s: f64,
+    /// How a restaurant's requests after its first go: `concurrent` suits vLLM, whose prefix
+    /// cache serves every sequence; `sequential` suits llama.cpp, which keeps a prompt's prefix
+    /// in one slot, so only the next request on that slot finds it.
+    pub follow_ups: FollowUps,
     /// Quotas enforced with governor; unset = unlimited.
     pub max_requests_per_s: Option<f64>,
     pub max_prompt_tokens_per_s: Option<f64>,
@@ -172,6 +176,7 @@ impl Default for LlmSection {
             scheduling: crate::infer::schedule::Order::Sjf,
             send_priority: false,
             starvation_s: 60.0,
+            follow_ups: FollowUps::Concurrent,
             max_requests_per_s: None,
             max_prompt_tokens_per_s: None,
             attempts: 3,
@@ -190,6 +195,14 @@ impl Default for LlmSection {
             api_key: None,
         }
     }
+}
+
+/// See [`LlmSection::follow_ups`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FollowUps {
+    Concurrent,
+    Sequential,
 }
 
 #[derive(Debug, Deserialize)]
@@ -311,6 +324,7 @@ pub struct LlmConfig {
     pub model: String,
     pub fallback_models: Vec<String>,
     pub send_priority: bool,
+    pub follow_ups: FollowUps,
     pub schedule: crate::infer::schedule::ScheduleConfig,
     pub retry: crate::infer::retry::RetryPolicy,
     pub connect_timeout: Duration,
@@ -437,6 +451,7 @@ impl Config {
                 model: f.llm.model,
                 fallback_models: f.llm.fallback_models,
                 send_priority: f.llm.send_priority,
+                follow_ups: f.llm.follow_ups,
                 schedule: crate::infer::schedule::ScheduleConfig {
                     order: f.llm.scheduling,
                     starvation: secs(f.llm.starvation_s, "llm.starvation_s")?,

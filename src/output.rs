@@ -48,14 +48,21 @@ pub fn summary(s: &RunSummary) {
         s.analyses_failed
     );
     println!(
-        "requests: {} ({} failed) | tokens: {} prompt, {} completion | TTFT p50 {} p95 {} | goodput {:.2} req/s | wall {:.1} s",
+        "requests: {} ({} failed) | tokens: {} prompt ({} cached), {} completion | TTFT p50 {} p95 {} | {:.2} req/s, {:.1} output tokens/s",
         s.requests,
         s.requests_failed,
         s.prompt_tokens,
+        s.cached_tokens,
         s.completion_tokens,
         ms(s.ttft_p50_ms),
         ms(s.ttft_p95_ms),
+        s.requests_per_s,
+        s.output_tokens_per_s
+    );
+    println!(
+        "goodput {:.3} req/s | SLA compliance {:.1} % | wall {:.1} s (palate report shows more)",
         s.goodput_rps,
+        s.sla_compliance_pct,
         s.wall_ms / 1000.0
     );
     for (reason, n) in &s.failure_reasons {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, FollowUps};
 use crate::index::VectorIndex;
 use crate::infer::{ChatRequest, LlmClient};
 use crate::metrics::{AnalysisMetrics, ErrorClass, RequestMetrics, RunSummary, RunTally};
@@ -68,9 +68,14 @@ struct Unit {
 }
 
 /// Analyses one restaurant's plan. The first request runs alone and leaves the shared prefix
-/// (system text + reviews) in the server's prefix cache; the others then run at once, each
-/// computing only its task, and are scheduled by that smaller prefill.
-pub async fn analyse_plan(llm: &dyn LlmClient, plan: &RestaurantPlan) -> Vec<KindOutcome> {
+/// (system text + reviews) in the server's prefix cache; the others then each compute only their
+/// task, are scheduled by that smaller prefill, and run at once or one after another
+/// (`follow_ups`).
+pub async fn analyse_plan(
+    llm: &dyn LlmClient,
+    plan: &RestaurantPlan,
+    follow_ups: FollowUps,
+) -> Vec<KindOutcome> {
     let Some((first, rest)) = plan.requests.split_first() else {
         return Vec::new();
     };
@@ -83,7 +88,14 @@ pub async fn analyse_plan(llm: &dyn LlmClient, plan: &RestaurantPlan) -> Vec<Kin
             r.prompt_tokens.saturating_sub(r.prefix_tokens),
         )
     });
-    units.extend(futures::future::join_all(cached).await);
+    match follow_ups {
+        FollowUps::Concurrent => units.extend(futures::future::join_all(cached).await),
+        FollowUps::Sequential => {
+            for u in cached {
+                units.push(u.await);
+            }
+        }
+    }
     Kind::ALL
         .iter()
         .filter_map(|&kind| {
@@ -349,7 +361,7 @@ impl Pipeline {
             analyses: Vec::new(),
             requests: Vec::new(),
         };
-        for k in analyse_plan(self.llm.as_ref(), &plan).await {
+        for k in analyse_plan(self.llm.as_ref(), &plan, self.cfg.llm.follow_ups).await {
             out.analyses.push(AnalysisMetrics {
                 restaurant_id: r.restaurant_id.clone(),
                 kind: k.kind.as_str().to_string(),

@@ -60,3 +60,20 @@ async fn missing_runtime_or_model_is_a_clear_error_not_a_panic() {
         "{e}"
     );
 }
+
+/// The plan stage's token counter with a real `tokenizer.json` (the embedding model's, the one
+/// at hand here; the job names the served LLM's in production).
+#[test]
+fn a_real_tokenizer_file_counts_tokens() {
+    use palate::plan::{estimate_tokens, TokenCounter};
+    let t = TokenCounter::load(Some(&common::embed_model_dir().join("tokenizer.json"))).unwrap();
+    let text = "국물이 진하고 정말 맛있어요. The broth is rich.";
+    let n = t.count(text);
+    assert!((8..30).contains(&n), "{n} tokens");
+    assert_ne!(
+        n,
+        estimate_tokens(text),
+        "counted by the tokenizer, not estimated"
+    );
+    assert_eq!(t.count(""), 0);
+}

@@ -343,3 +343,24 @@ fn the_sim_reports_cached_prefix_tokens_on_a_repeated_prompt() {
         assert!(metrics.contains("vllm:num_requests_running"));
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priority_is_sent_only_to_a_server_that_schedules_by_it() {
+    let mut cfg = sim_config(&["m"], FaultPlan::default());
+    cfg.engine.priority_scheduling = true;
+    let sim = SimServer::start(cfg).await.unwrap();
+    let llm = client(&[sim.url.as_str()], "m", |f| f.llm.send_priority = true);
+    let req = chat_request(&plan());
+    let o = llm.chat(&req).await;
+    assert!(o.result.is_ok(), "{:?}", o.result);
+    assert_eq!(o.metrics[0].priority, Some(req.prefill_tokens as i64));
+
+    // vLLM without --scheduling-policy priority refuses a non-zero priority: a permanent error.
+    let fcfs = SimServer::start(sim_config(&["m"], FaultPlan::default()))
+        .await
+        .unwrap();
+    let llm = client(&[fcfs.url.as_str()], "m", |f| f.llm.send_priority = true);
+    let e = llm.chat(&req).await.result.unwrap_err();
+    assert_eq!(e.class, ErrorClass::Permanent);
+    assert!(e.message.contains("priority"), "{}", e.message);
+}

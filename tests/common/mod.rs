@@ -149,6 +149,7 @@ diverse = 1
 endpoints = {endpoints:?}
 model = {llm_model:?}
 max_in_flight = 4
+follow_ups = {follow_ups:?}
 prompts_dir = {prompts:?}
 {llm_extra}
 "#,
@@ -159,6 +160,12 @@ prompts_dir = {prompts:?}
         ort = ort_dylib().display().to_string(),
         prompts = root().join("prompts").display().to_string(),
         llm_model = model,
+        // The real llama.cpp server keeps prefixes per slot; the simulated one like vLLM.
+        follow_ups = if model == "smollm2" {
+            "sequential"
+        } else {
+            "concurrent"
+        },
     );
     let p = dir.join("job.toml");
     std::fs::write(&p, text).unwrap();
