@@ -1,6 +1,6 @@
 //! The HTML report: one self-contained page (inline CSS and SVG, no script, nothing fetched), so
 //! it opens anywhere without a network. Charts: latency distributions (TTFT, TPOT, E2E), TTFT over
-//! time against the SLA, throughput over time, queue depth (palate's queue, requests in flight,
+//! time against the SLA, throughput and requests completed over time, queue depth (palate's queue, requests in flight,
 //! the server's waiting queue where it was scraped) and SLA compliance over time.
 
 use std::fmt::Write as _;
@@ -216,14 +216,15 @@ fn lines(title: &str, y_label: &str, series: &[Series]) -> String {
             .map(|(x, y)| format!("{:.1},{:.1}", x_px(*x, xmax), y_px(*y, ymax)))
             .collect();
         let c = color(sid);
-        let lx = L + 10.0 + i as f64 * 150.0;
+        // Legends sit on the title's row, right-aligned, clear of the plot.
+        let lx = W - R - (series.len() - i) as f64 * 150.0;
         let _ = write!(
             s,
             r#"<polyline points="{}" fill="none" stroke="{c}" stroke-width="3"/><rect x="{lx:.1}" y="{}" width="12" height="12" fill="{c}"/><text x="{:.1}" y="{}" class="l">{}</text>"#,
             path.join(" "),
-            T - 2.0,
+            10.0,
             lx + 16.0,
-            T + 9.0,
+            21.0,
             esc(legend)
         );
     }
@@ -312,11 +313,13 @@ pub fn page(r: &RunReport) -> String {
         scatter("ttft-time", "TTFT over time", &ttft_t, sla),
         lines(
             "Throughput over time",
-            "per second",
-            &[
-                ("throughput", "output tokens/s", throughput),
-                ("requests", "requests/s", requests),
-            ],
+            "output tokens/s",
+            &[("throughput", "output tokens/s", throughput)],
+        ),
+        lines(
+            "Requests completed over time",
+            "requests/s",
+            &[("requests", "requests/s", requests)],
         ),
         lines(
             "Queue depth",
@@ -396,7 +399,7 @@ mod tests {
             samples: Vec::new(),
         };
         let html = page(&r);
-        assert_eq!(html.matches("<svg class=\"chart\"").count(), 7);
+        assert_eq!(html.matches("<svg class=\"chart\"").count(), 8);
         for (id, c) in COLORS.iter().filter(|(id, _)| *id != "server-waiting") {
             assert!(html.contains(c), "{id} is drawn");
         }
