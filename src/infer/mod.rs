@@ -286,7 +286,7 @@ impl OpenAiClient {
                 Ok::<_, OpenAIError>(resp)
             }
         });
-        let client = Client::with_config(ep.config.clone()).with_http_service(service);
+        let client = Client::build(self.http.clone(), ep.config.clone()).with_http_service(service);
         let t0 = Instant::now();
         let result =
             match tokio::time::timeout(self.request_timeout, stream::stream(&client, body, t0, m))
