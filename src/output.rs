@@ -54,8 +54,8 @@ pub fn summary(s: &RunSummary) {
         s.prompt_tokens,
         s.cached_tokens,
         s.completion_tokens,
-        ms(s.ttft_p50_ms),
-        ms(s.ttft_p95_ms),
+        ms(s.ttft_ms.p50),
+        ms(s.ttft_ms.p95),
         s.requests_per_s,
         s.output_tokens_per_s
     );

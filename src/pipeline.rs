@@ -96,29 +96,14 @@ pub async fn analyse_plan(
             }
         }
     }
-    Kind::ALL
-        .iter()
-        .filter_map(|&kind| {
-            let mine: Vec<Unit> = units
-                .iter_mut()
-                .filter(|u| u.kind == kind)
-                .map(take)
-                .collect();
-            (!mine.is_empty()).then(|| combine(kind, mine))
-        })
-        .collect()
-}
-
-fn take(u: &mut Unit) -> Unit {
-    Unit {
-        kind: u.kind,
-        outcome: std::mem::replace(&mut u.outcome, Err((ErrorClass::Permanent, String::new()))),
-        attempts: u.attempts,
-        answered_by: u.answered_by.take(),
-        started: u.started,
-        finished: u.finished,
-        requests: std::mem::take(&mut u.requests),
+    let mut by_kind: std::collections::BTreeMap<Kind, Vec<Unit>> = Default::default();
+    for u in units {
+        by_kind.entry(u.kind).or_default().push(u);
     }
+    by_kind
+        .into_iter()
+        .map(|(kind, units)| combine(kind, units))
+        .collect()
 }
 
 /// One kind from its units: valid only if every unit is (a sentiment batch missing would leave

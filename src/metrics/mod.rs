@@ -177,8 +177,6 @@ pub struct RunSummary {
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub cached_tokens: u64,
-    pub ttft_p50_ms: Option<f64>,
-    pub ttft_p95_ms: Option<f64>,
     pub ttft_ms: Percentiles,
     pub tpot_ms: Percentiles,
     pub itl_ms: Percentiles,
@@ -277,8 +275,6 @@ impl RunTally {
         let s = &mut self.summary;
         s.wall_ms = wall_ms;
         s.analysis_ms = wall_ms;
-        s.ttft_p50_ms = percentile(&self.ttfts, 50.0);
-        s.ttft_p95_ms = percentile(&self.ttfts, 95.0);
         s.ttft_ms = Percentiles::of(&self.ttfts);
         s.tpot_ms = Percentiles::of(&self.tpots);
         s.itl_ms = Percentiles::of(&self.itls);
