@@ -16,14 +16,14 @@ use futures::StreamExt;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
-use crate::config::{FollowUps, JobFile, MaxTokens};
+use crate::config::JobFile;
+use crate::domain::StoredReview;
 use crate::infer::schedule::Order;
-use crate::infer::OpenAiClient;
+use crate::infer::{FollowUps, OpenAiClient};
 use crate::metrics::{percentile, RequestMetrics};
 use crate::pipeline::{analyse_plan, KindOutcome};
-use crate::plan::{BatchLimits, Planner, Prompts, RestaurantPlan, TokenCounter};
+use crate::plan::{BatchLimits, MaxTokens, Planner, Prompts, RestaurantPlan, TokenCounter};
 use crate::sim::{EngineConfig, SimConfig, SimServer};
-use crate::store::reviews::StoredReview;
 
 /// What the scheduling benchmark runs on.
 #[derive(Debug, Clone, Serialize)]

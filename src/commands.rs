@@ -11,39 +11,27 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{AnalyzeArgs, IngestArgs, ReportArgs, RunArgs, SchedulingArgs};
 use crate::config::Config;
+use crate::domain::{exit, millis, ResultStatus, RunStatus};
 use crate::embed::{embed_missing, Embedder, FastEmbedder};
 use crate::index::EmbeddedIndex;
 use crate::infer::OpenAiClient;
-use crate::ingest::{ingest_file, IngestError, IngestOptions, IngestReport};
+use crate::ingest::{ingest_file, IngestError, IngestReport};
 use crate::metrics::RunSummary;
 use crate::output::{self, Progress};
 use crate::pipeline::{restaurants, Pipeline};
-use crate::plan::{BatchLimits, Planner, Prompts, TokenCounter};
-use crate::store::reviews::RestaurantRow;
-use crate::store::{open_connection, results, Store, StoreError};
-
-/// Documented exit codes (also in `palate run --help` and the README).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const ERROR: u8 = 1;
-    pub const PARTIAL: u8 = 3;
-    pub const LOCKED: u8 = 4;
-    pub const INTERRUPTED: u8 = 130;
-}
+use crate::plan::{Planner, Prompts, TokenCounter};
+use crate::store::{Db, RestaurantRow, RunStart, Store, StoreError};
 
 /// Texts embedded per round trip to the embedding thread and the store.
 const EMBED_CHUNK: usize = 256;
 
 pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
-    let mut conn = open_connection(&cfg.database)?;
-    let opts = IngestOptions {
-        max_review_bytes: cfg.max_review_bytes,
-        rejects_dir: cfg.rejects_dir.clone(),
-    };
+    let mut db = Db::open(&cfg.job.database)?;
+    let opts = cfg.ingest_options();
     let mut code = exit::OK;
     for f in &args.files {
-        match ingest_file(&mut conn, f, &opts) {
+        match ingest_file(&mut db, f, &opts) {
             Ok(r) => output::ingest_report(&r),
             Err(e) => {
                 output::error(&e);
@@ -52,15 +40,6 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
-}
-
-/// The configuration as recorded with a run, with the API key blanked out.
-fn config_record(cfg: &Config) -> String {
-    let mut c = cfg.clone();
-    if c.llm.api_key.is_some() {
-        c.llm.api_key = Some("(redacted)".into());
-    }
-    format!("{c:?}")
 }
 
 /// Holds `<database>.lock` for the life of a run so two runs never overlap.
@@ -81,14 +60,10 @@ fn lock(db: &Path) -> anyhow::Result<Option<File>> {
 }
 
 async fn ingest_inputs(store: &Store, cfg: &Config) -> (Vec<IngestReport>, Vec<IngestError>) {
-    let opts = IngestOptions {
-        max_review_bytes: cfg.max_review_bytes,
-        rejects_dir: cfg.rejects_dir.clone(),
-    };
     let (mut ok, mut bad) = (Vec::new(), Vec::new());
-    for f in cfg.inputs.clone() {
-        let o = opts.clone();
-        match store.call(move |c| Ok(ingest_file(c, &f, &o))).await {
+    for f in cfg.job.inputs.clone() {
+        let o = cfg.ingest_options();
+        match store.with_db(move |db| ingest_file(db, &f, &o)).await {
             Ok(Ok(r)) => ok.push(r),
             Ok(Err(e)) => bad.push(e),
             Err(e) => bad.push(e.into()),
@@ -102,11 +77,8 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
     let planner = Planner {
         prompts: Prompts::load(&cfg.llm.prompts_dir)?,
         counter: TokenCounter::load(cfg.plan.tokenizer.as_deref())?,
-        limits: BatchLimits {
-            reviews: cfg.plan.sentiment_batch_reviews,
-            tokens: cfg.plan.sentiment_batch_tokens,
-        },
-        max: cfg.llm.max_tokens,
+        limits: cfg.plan.limits(),
+        max: cfg.llm.max_tokens(),
     };
     let embedder = FastEmbedder::load(&cfg.embed).await?;
     let t = Instant::now();
@@ -126,6 +98,7 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
     let index = Arc::new(EmbeddedIndex::new(store.clone(), &embed_model_id));
     Ok(Arc::new(Pipeline {
         cfg,
+        sink: Arc::new(store.clone()),
         store,
         index,
         llm: Arc::new(llm),
@@ -136,61 +109,55 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
 
 pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
-    let Some(_lock) = lock(&cfg.database)? else {
+    let Some(_lock) = lock(&cfg.job.database)? else {
         output::line(&format!(
             "another palate run holds {}.lock; not starting",
-            cfg.database.display()
+            cfg.job.database.display()
         ));
         return Ok(exit::LOCKED);
     };
     let wall = Instant::now();
-    let store = Store::open(&cfg.database)?;
+    let store = Store::open(&cfg.job.database)?;
     let (reports, input_errors) = ingest_inputs(&store, &cfg).await;
     reports.iter().for_each(output::ingest_report);
     input_errors.iter().for_each(|e| output::error(e));
     let p = pipeline(cfg, store.clone(), None).await?;
-    let total = store
-        .call(|c| crate::store::reviews::restaurant_count(c))
-        .await?;
+    let total = store.restaurant_count().await?;
     let list = restaurants(store.clone());
-    let summary = analyse(&p, "run", list, total, args.force, cancel.clone(), wall).await?;
+    let (status, summary) = record_run(&p, "run", list, total, args.force, &cancel, wall).await?;
     output::summary(&summary);
-    Ok(if cancel.is_cancelled() {
-        exit::INTERRUPTED
-    } else if summary.restaurants_failed > 0 || !input_errors.is_empty() {
-        exit::PARTIAL
-    } else {
-        exit::OK
+    // A file that could not be read is a failure the run status (about analyses) does not show.
+    Ok(match status {
+        RunStatus::Completed if !input_errors.is_empty() => exit::PARTIAL,
+        s => s.exit_code(),
     })
 }
 
 /// Records a run of `command` over `list`, analyses it, and records how it ended.
-async fn analyse(
+async fn record_run(
     p: &Arc<Pipeline>,
     command: &'static str,
     list: impl futures::Stream<Item = Result<RestaurantRow, StoreError>>,
     total: u64,
     force: bool,
-    cancel: CancellationToken,
+    cancel: &CancellationToken,
     wall: Instant,
-) -> anyhow::Result<RunSummary> {
-    let (name, model, config_json) = (
-        p.cfg.name.clone(),
-        p.cfg.llm.model.clone(),
-        config_record(&p.cfg),
-    );
-    let run_id = p
-        .store
-        .call(move |c| results::start_run(c, &name, command, &model, &config_json))
-        .await?;
-    let stop_scrape = tokio_util::sync::CancellationToken::new();
-    let scraper = p.cfg.scrape_interval.map(|every| {
+) -> anyhow::Result<(RunStatus, RunSummary)> {
+    let start = RunStart {
+        job_name: p.cfg.job.name.clone(),
+        command,
+        model: p.cfg.llm.model.clone(),
+        config_json: p.cfg.record(),
+    };
+    let run_id = p.store.start_run(start).await?;
+    let stop_scrape = CancellationToken::new();
+    let scraper = p.cfg.metrics.interval().map(|every| {
         tokio::spawn(crate::metrics::scrape::run(
-            p.store.clone(),
+            Arc::new(p.store.clone()),
             run_id,
             p.cfg.llm.endpoints.clone(),
             every,
-            p.cfg.nvml,
+            p.cfg.metrics.nvml,
             stop_scrape.clone(),
         ))
     });
@@ -206,53 +173,41 @@ async fn analyse(
         let samples = s.await.unwrap_or(0);
         tracing::info!(samples, "server metrics sampled");
     }
-    summary.wall_ms = wall.elapsed().as_secs_f64() * 1000.0;
-    let status = if cancel.is_cancelled() {
-        "interrupted"
-    } else if summary.restaurants_failed > 0 {
-        "completed_with_failures"
-    } else {
-        "completed"
-    };
-    let s = summary.clone();
+    summary.wall_ms = millis(wall.elapsed());
+    let status = RunStatus::of(cancel.is_cancelled(), summary.restaurants_failed > 0);
     p.store
-        .call(move |c| results::finish_run(c, run_id, status, &s))
+        .finish_run(run_id, status, summary.clone())
         .await?;
-    Ok(summary)
+    Ok((status, summary))
 }
 
 pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
     let wall = Instant::now();
-    let store = Store::open(&cfg.database)?;
-    let id = args.restaurant_id.clone();
-    let Some(row) = store
-        .call(move |c| crate::store::reviews::restaurant(c, &id))
-        .await?
-    else {
+    let store = Store::open(&cfg.job.database)?;
+    let Some(row) = store.restaurant(args.restaurant_id.clone()).await? else {
         anyhow::bail!(
             "restaurant {:?} is not in {}: ingest its reviews first (palate ingest FILE)",
             args.restaurant_id,
-            cfg.database.display()
+            cfg.job.database.display()
         );
     };
     let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
     let key = p.result_key(&row);
     let list = futures::stream::iter([Ok(row)]);
-    let summary = analyse(&p, "analyze", list, 1, args.force, cancel.clone(), wall).await?;
-    let stored = store.call(move |c| results::results_for(c, &key)).await?;
+    let (status, summary) =
+        record_run(&p, "analyze", list, 1, args.force, &cancel, wall).await?;
+    let stored = store.results_for(key).await?;
     if args.json {
         output::results_json(&args.restaurant_id, &stored)?;
     } else {
         output::results_text(&args.restaurant_id, &stored);
     }
     output::summary(&summary);
-    Ok(if cancel.is_cancelled() {
-        exit::INTERRUPTED
-    } else if stored.iter().any(|r| r.status != "ok") {
-        exit::PARTIAL
-    } else {
-        exit::OK
+    // A result left failed by an earlier run (and skipped now) still makes the answer partial.
+    Ok(match status {
+        RunStatus::Completed if stored.iter().any(|r| r.status != ResultStatus::Ok) => exit::PARTIAL,
+        s => s.exit_code(),
     })
 }
 
@@ -289,22 +244,21 @@ pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
 
 pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&a.job)?;
+    let database = &cfg.job.database;
     anyhow::ensure!(
-        cfg.database.exists(),
+        database.exists(),
         "no database at {}: run palate first (or give --database)",
-        cfg.database.display()
+        database.display()
     );
-    let conn = open_connection(&cfg.database)?;
+    let db = Db::open(database)?;
     if a.daily {
-        output::line(&crate::report::daily_table(&crate::report::daily(
-            &conn, a.days,
-        )?));
+        output::line(&crate::report::daily_table(&db.daily(a.days)?));
         return Ok(exit::OK);
     }
-    let Some(r) = crate::report::load(&conn, a.run)? else {
+    let Some(r) = crate::report::load(&db, a.run)? else {
         anyhow::bail!(
             "{} has no run{}",
-            cfg.database.display(),
+            database.display(),
             a.run.map(|r| format!(" {r}")).unwrap_or_default()
         );
     };

@@ -1,13 +1,21 @@
-//! config: a job file (`jobs/*.toml`) plus flags and environment variables, validated into one
-//! [`Config`]. Relative paths in a job file are taken from the directory palate runs in (the
-//! repository root in the README's commands).
+//! config: reads a job file (`jobs/*.toml`), applies flags and environment variables, and
+//! validates the result into one [`Config`]. Each section deserialises straight into the type of
+//! the stage that owns it; this module only assembles them. Relative paths in a job file are
+//! taken from the directory palate runs in (the repository root in the README's commands).
 
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cli::JobArgs;
+use crate::domain::Secret;
+use crate::embed::EmbedConfig;
+use crate::infer::LlmConfig;
+use crate::ingest::IngestOptions;
+use crate::metrics::{Cost, ScrapeConfig, Sla};
+use crate::plan::PlanConfig;
+use crate::select::SelectConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,20 +34,21 @@ pub enum ConfigError {
 }
 
 /// The job file as written. Every section and field has a default except the inputs.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobFile {
     pub job: JobSection,
-    pub embed: EmbedSection,
-    pub select: SelectSection,
-    pub llm: LlmSection,
-    pub plan: PlanSection,
-    pub sla: SlaSection,
-    pub cost: CostSection,
-    pub metrics: MetricsSection,
+    pub embed: EmbedConfig,
+    pub select: SelectConfig,
+    pub llm: LlmConfig,
+    pub plan: PlanConfig,
+    pub sla: Sla,
+    pub cost: Cost,
+    pub metrics: ScrapeConfig,
 }
 
-#[derive(Debug, Deserialize)]
+/// The `[job]` section: what the run reads and where it writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobSection {
     /// Name recorded with each run.
@@ -69,279 +78,17 @@ impl Default for JobSection {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct EmbedSection {
-    /// Folder with model.onnx, tokenizer.json, config.json, special_tokens_map.json,
-    /// tokenizer_config.json (made by `scripts/setup.sh embed`).
-    pub model_dir: PathBuf,
-    /// Identifies the model in the embedding cache: change it when the model changes.
-    pub model_id: String,
-    /// ONNX Runtime shared library (`libonnxruntime.so.*`).
-    pub ort_dylib: PathBuf,
-    /// Texts per ONNX call; batches are sorted by length so padding stays small.
-    pub batch_size: usize,
-    /// ONNX intra-op threads (0 = all cores).
-    pub threads: usize,
-}
+/// A job file that passed validation: everything a command needs.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Config(JobFile);
 
-impl Default for EmbedSection {
-    fn default() -> Self {
-        Self {
-            model_dir: ".cache/models/me5".into(),
-            model_id: "multilingual-e5-small-q4".into(),
-            ort_dylib: ".cache/onnxruntime/libonnxruntime.so.1.24.4".into(),
-            batch_size: 32,
-            threads: 0,
-        }
+impl Deref for Config {
+    type Target = JobFile;
+
+    fn deref(&self) -> &JobFile {
+        &self.0
     }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SelectSection {
-    /// Representative reviews: the K nearest the restaurant's centroid.
-    pub k: usize,
-    /// Extra diverse reviews chosen by MMR after the K representative ones.
-    pub diverse: usize,
-    /// MMR trade-off: 1.0 = pure relevance to the centroid, 0.0 = pure diversity.
-    pub lambda: f32,
-}
-
-impl Default for SelectSection {
-    fn default() -> Self {
-        Self {
-            k: 8,
-            diverse: 4,
-            lambda: 0.5,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LlmSection {
-    /// OpenAI-compatible base URLs, e.g. `http://10.0.0.5:8000/v1`.
-    pub endpoints: Vec<String>,
-    /// Model name sent in each request (vLLM's `--served-model-name`).
-    pub model: String,
-    /// Models tried in order when `model` keeps failing a request (transient errors past the
-    /// retries, or a permanent error); a model may appear again, e.g. `["fast", "general"]`.
-    pub fallback_models: Vec<String>,
-    /// Requests in flight at once per endpoint, over all restaurants. More requests wait in
-    /// palate's queue, where `scheduling` orders them.
-    pub max_in_flight: usize,
-    /// `sjf` (shortest estimated prefill first) or `fifo`.
-    pub scheduling: crate::infer::schedule::Order,
-    /// Send the same order as vLLM's `priority` field; needs `--scheduling-policy priority`.
-    pub send_priority: bool,
-    /// A request waiting longer than this goes before shorter ones (no starvation).
-    pub starvation_s: f64,
-    /// How a restaurant's requests after its first go: `concurrent` suits vLLM, whose prefix
-    /// cache serves every sequence; `sequential` suits llama.cpp, which keeps a prompt's prefix
-    /// in one slot, so only the next request on that slot finds it.
-    pub follow_ups: FollowUps,
-    /// Quotas enforced with governor; unset = unlimited.
-    pub max_requests_per_s: Option<f64>,
-    pub max_prompt_tokens_per_s: Option<f64>,
-    /// HTTP attempts per model for transient errors, and their backoff.
-    pub attempts: u32,
-    pub backoff_base_s: f64,
-    pub backoff_max_s: f64,
-    /// An endpoint failing this many requests in a row is benched for `bench_s`.
-    pub bench_after_failures: u32,
-    pub bench_s: f64,
-    pub connect_timeout_s: f64,
-    /// Longest silence allowed while reading a response (stream chunks included).
-    pub read_timeout_s: f64,
-    /// Longest a whole request may take.
-    pub request_timeout_s: f64,
-    pub temperature: f32,
-    pub max_tokens_sentiment: u32,
-    pub max_tokens_summary: u32,
-    pub max_tokens_strengths: u32,
-    /// Folder with the prompt files.
-    pub prompts_dir: PathBuf,
-    /// API key sent as a bearer token (vLLM `--api-key`); usually set by `PALATE_API_KEY`.
-    pub api_key: Option<String>,
-}
-
-impl Default for LlmSection {
-    fn default() -> Self {
-        Self {
-            endpoints: vec!["http://127.0.0.1:8080/v1".into()],
-            model: "default".into(),
-            fallback_models: Vec::new(),
-            max_in_flight: 8,
-            scheduling: crate::infer::schedule::Order::Sjf,
-            send_priority: false,
-            starvation_s: 60.0,
-            follow_ups: FollowUps::Concurrent,
-            max_requests_per_s: None,
-            max_prompt_tokens_per_s: None,
-            attempts: 3,
-            backoff_base_s: 0.5,
-            backoff_max_s: 30.0,
-            bench_after_failures: 3,
-            bench_s: 30.0,
-            connect_timeout_s: 5.0,
-            read_timeout_s: 120.0,
-            request_timeout_s: 600.0,
-            temperature: 0.0,
-            max_tokens_sentiment: 400,
-            max_tokens_summary: 400,
-            max_tokens_strengths: 400,
-            prompts_dir: "prompts".into(),
-            api_key: None,
-        }
-    }
-}
-
-/// See [`LlmSection::follow_ups`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FollowUps {
-    Concurrent,
-    Sequential,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PlanSection {
-    /// The served model's `tokenizer.json` (Hugging Face format): exact token counts for batching
-    /// and scheduling. Unset: the documented estimate of `plan::estimate_tokens`.
-    pub tokenizer: Option<PathBuf>,
-    /// Most reviews one sentiment request labels.
-    pub sentiment_batch_reviews: usize,
-    /// Most review tokens one sentiment request labels.
-    pub sentiment_batch_tokens: u64,
-}
-
-impl Default for PlanSection {
-    fn default() -> Self {
-        Self {
-            tokenizer: None,
-            sentiment_batch_reviews: 16,
-            sentiment_batch_tokens: 2048,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SlaSection {
-    /// Time to first token a request must meet to count as good.
-    pub ttft_ms: f64,
-    /// Time per output token a request must meet to count as good.
-    pub tpot_ms: f64,
-    /// End-to-end time a request must meet to count as good; unset = no limit.
-    pub e2e_ms: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CostSection {
-    /// Price of one GPU hour of the serving deployment; 0 = no cost in reports.
-    pub gpu_usd_per_hour: f64,
-    /// GPUs the deployment uses during the run.
-    pub gpus: f64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MetricsSection {
-    /// Seconds between scrapes of each endpoint's Prometheus `/metrics` (and NVML); 0 = off.
-    pub scrape_interval_s: f64,
-    /// Sample GPU utilisation and memory through NVML where the library is present.
-    pub nvml: bool,
-}
-
-impl Default for MetricsSection {
-    fn default() -> Self {
-        Self {
-            scrape_interval_s: 5.0,
-            nvml: true,
-        }
-    }
-}
-
-impl Default for SlaSection {
-    fn default() -> Self {
-        Self {
-            ttft_ms: 2000.0,
-            tpot_ms: 100.0,
-            e2e_ms: None,
-        }
-    }
-}
-
-/// Everything a command needs, validated.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub name: String,
-    pub database: PathBuf,
-    pub inputs: Vec<PathBuf>,
-    pub rejects_dir: PathBuf,
-    pub max_review_bytes: usize,
-    pub restaurant_concurrency: usize,
-    pub embed: EmbedConfig,
-    pub select: SelectConfig,
-    pub llm: LlmConfig,
-    pub plan: PlanConfig,
-    pub sla: crate::metrics::Sla,
-    pub cost: crate::metrics::Cost,
-    /// Scrape interval; `None` = no scraping.
-    pub scrape_interval: Option<Duration>,
-    pub nvml: bool,
-}
-
-#[derive(Debug, Clone)]
-pub struct PlanConfig {
-    pub tokenizer: Option<PathBuf>,
-    pub sentiment_batch_reviews: usize,
-    pub sentiment_batch_tokens: u64,
-}
-
-#[derive(Debug, Clone)]
-pub struct EmbedConfig {
-    pub model_dir: PathBuf,
-    pub model_id: String,
-    pub ort_dylib: PathBuf,
-    pub batch_size: usize,
-    pub threads: usize,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct SelectConfig {
-    pub k: usize,
-    pub diverse: usize,
-    pub lambda: f32,
-}
-
-#[derive(Debug, Clone)]
-pub struct LlmConfig {
-    pub endpoints: Vec<String>,
-    pub model: String,
-    pub fallback_models: Vec<String>,
-    pub send_priority: bool,
-    pub follow_ups: FollowUps,
-    pub schedule: crate::infer::schedule::ScheduleConfig,
-    pub retry: crate::infer::retry::RetryPolicy,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub request_timeout: Duration,
-    pub temperature: f32,
-    pub max_tokens: MaxTokens,
-    pub prompts_dir: PathBuf,
-    pub api_key: Option<String>,
-}
-
-/// Output budget per analysis kind; a reply cut at this budget is a failure, never a result.
-#[derive(Debug, Clone, Copy)]
-pub struct MaxTokens {
-    pub sentiment: u32,
-    pub summary: u32,
-    pub strengths: u32,
 }
 
 impl JobFile {
@@ -355,6 +102,35 @@ impl JobFile {
             source: Box::new(source),
         })
     }
+
+    /// Flags and environment variables override the file.
+    fn apply(&mut self, a: &JobArgs) {
+        let job = &mut self.job;
+        set(&mut job.database, a.database.clone());
+        set(&mut job.rejects_dir, a.rejects_dir.clone());
+        set(&mut job.restaurant_concurrency, a.restaurant_concurrency);
+        if !a.input.is_empty() {
+            job.inputs = a.input.clone();
+        }
+        if !a.endpoint.is_empty() {
+            self.llm.endpoints = a.endpoint.clone();
+        }
+        set(&mut self.llm.model, a.model.clone());
+        set(&mut self.llm.max_in_flight, a.max_in_flight);
+        set(&mut self.select.k, a.k);
+        set(&mut self.select.diverse, a.diverse);
+        set(&mut self.embed.model_dir, a.embed_model_dir.clone());
+        set(&mut self.embed.ort_dylib, a.ort_dylib.clone());
+        if let Some(k) = &a.api_key {
+            self.llm.api_key = Some(Secret::new(k.clone()));
+        }
+    }
+}
+
+fn set<T>(field: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *field = v;
+    }
 }
 
 impl Config {
@@ -364,175 +140,36 @@ impl Config {
             Some(path) => JobFile::load(path)?,
             None => JobFile::default(),
         };
-        apply_overrides(&mut file, args);
+        file.apply(args);
         Self::validate(file)
     }
 
-    pub fn validate(f: JobFile) -> Result<Self, ConfigError> {
-        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if f.llm.endpoints.is_empty() {
-            return bad("llm.endpoints is empty: give at least one OpenAI-compatible base URL");
+    /// Each stage checks its own section.
+    pub fn validate(mut f: JobFile) -> Result<Self, ConfigError> {
+        if f.job.restaurant_concurrency == 0 {
+            return Err(ConfigError::Invalid(
+                "job.restaurant_concurrency must be at least 1".into(),
+            ));
         }
-        for e in &f.llm.endpoints {
-            if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(ConfigError::Invalid(format!(
-                    "llm endpoint {e:?} must start with http:// or https://"
-                )));
-            }
-        }
-        if f.llm.max_in_flight == 0 || f.job.restaurant_concurrency == 0 {
-            return bad("llm.max_in_flight and job.restaurant_concurrency must be at least 1");
-        }
-        if f.llm.attempts == 0 {
-            return bad("llm.attempts must be at least 1");
-        }
-        if f.plan.sentiment_batch_reviews == 0 || f.plan.sentiment_batch_tokens == 0 {
-            return bad(
-                "plan.sentiment_batch_reviews and plan.sentiment_batch_tokens must be at least 1",
-            );
-        }
-        for (name, v) in [
-            ("llm.max_requests_per_s", f.llm.max_requests_per_s),
-            ("llm.max_prompt_tokens_per_s", f.llm.max_prompt_tokens_per_s),
-        ] {
-            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} must be a positive number"
-                )));
-            }
-        }
-        if f.select.k == 0 {
-            return bad("select.k must be at least 1");
-        }
-        if !(0.0..=1.0).contains(&f.select.lambda) {
-            return bad("select.lambda must be between 0 and 1");
-        }
-        if f.embed.batch_size == 0 {
-            return bad("embed.batch_size must be at least 1");
-        }
-        let secs = |s: f64, name: &str| {
-            if s.is_finite() && s > 0.0 {
-                Ok(Duration::from_secs_f64(s))
-            } else {
-                Err(ConfigError::Invalid(format!(
-                    "{name} must be a positive number of seconds"
-                )))
-            }
-        };
-        Ok(Self {
-            name: f.job.name,
-            database: f.job.database,
-            inputs: f.job.inputs,
-            rejects_dir: f.job.rejects_dir,
-            max_review_bytes: f.job.max_review_bytes,
-            restaurant_concurrency: f.job.restaurant_concurrency,
-            embed: EmbedConfig {
-                model_dir: f.embed.model_dir,
-                model_id: f.embed.model_id,
-                ort_dylib: f.embed.ort_dylib,
-                batch_size: f.embed.batch_size,
-                threads: f.embed.threads,
-            },
-            select: SelectConfig {
-                k: f.select.k,
-                diverse: f.select.diverse,
-                lambda: f.select.lambda,
-            },
-            llm: LlmConfig {
-                connect_timeout: secs(f.llm.connect_timeout_s, "llm.connect_timeout_s")?,
-                read_timeout: secs(f.llm.read_timeout_s, "llm.read_timeout_s")?,
-                request_timeout: secs(f.llm.request_timeout_s, "llm.request_timeout_s")?,
-                endpoints: f
-                    .llm
-                    .endpoints
-                    .iter()
-                    .map(|e| e.trim_end_matches('/').to_string())
-                    .collect(),
-                model: f.llm.model,
-                fallback_models: f.llm.fallback_models,
-                send_priority: f.llm.send_priority,
-                follow_ups: f.llm.follow_ups,
-                schedule: crate::infer::schedule::ScheduleConfig {
-                    order: f.llm.scheduling,
-                    starvation: secs(f.llm.starvation_s, "llm.starvation_s")?,
-                    max_in_flight: f.llm.max_in_flight,
-                    bench_after: f.llm.bench_after_failures,
-                    bench_for: secs(f.llm.bench_s, "llm.bench_s")?,
-                    requests_per_s: f.llm.max_requests_per_s,
-                    prompt_tokens_per_s: f.llm.max_prompt_tokens_per_s,
-                },
-                retry: crate::infer::retry::RetryPolicy {
-                    attempts: f.llm.attempts,
-                    base: secs(f.llm.backoff_base_s, "llm.backoff_base_s")?,
-                    max: secs(f.llm.backoff_max_s, "llm.backoff_max_s")?,
-                },
-                temperature: f.llm.temperature,
-                max_tokens: MaxTokens {
-                    sentiment: f.llm.max_tokens_sentiment,
-                    summary: f.llm.max_tokens_summary,
-                    strengths: f.llm.max_tokens_strengths,
-                },
-                prompts_dir: f.llm.prompts_dir,
-                api_key: f.llm.api_key,
-            },
-            plan: PlanConfig {
-                tokenizer: f.plan.tokenizer,
-                sentiment_batch_reviews: f.plan.sentiment_batch_reviews,
-                sentiment_batch_tokens: f.plan.sentiment_batch_tokens,
-            },
-            sla: crate::metrics::Sla {
-                ttft_ms: f.sla.ttft_ms,
-                tpot_ms: f.sla.tpot_ms,
-                e2e_ms: f.sla.e2e_ms,
-            },
-            cost: crate::metrics::Cost {
-                gpu_usd_per_hour: f.cost.gpu_usd_per_hour,
-                gpus: f.cost.gpus,
-            },
-            scrape_interval: (f.metrics.scrape_interval_s > 0.0)
-                .then(|| secs(f.metrics.scrape_interval_s, "metrics.scrape_interval_s"))
-                .transpose()?,
-            nvml: f.metrics.nvml,
-        })
+        f.llm
+            .validate()
+            .and_then(|()| f.plan.validate())
+            .and_then(|()| f.select.validate())
+            .and_then(|()| f.embed.validate())
+            .map_err(ConfigError::Invalid)?;
+        Ok(Self(f))
     }
-}
 
-fn apply_overrides(f: &mut JobFile, a: &JobArgs) {
-    if let Some(v) = &a.database {
-        f.job.database = v.clone();
+    pub fn ingest_options(&self) -> IngestOptions {
+        IngestOptions {
+            max_review_bytes: self.job.max_review_bytes,
+            rejects_dir: self.job.rejects_dir.clone(),
+        }
     }
-    if let Some(v) = &a.rejects_dir {
-        f.job.rejects_dir = v.clone();
-    }
-    if !a.input.is_empty() {
-        f.job.inputs = a.input.clone();
-    }
-    if !a.endpoint.is_empty() {
-        f.llm.endpoints = a.endpoint.clone();
-    }
-    if let Some(v) = &a.model {
-        f.llm.model = v.clone();
-    }
-    if let Some(v) = a.k {
-        f.select.k = v;
-    }
-    if let Some(v) = a.diverse {
-        f.select.diverse = v;
-    }
-    if let Some(v) = a.max_in_flight {
-        f.llm.max_in_flight = v;
-    }
-    if let Some(v) = a.restaurant_concurrency {
-        f.job.restaurant_concurrency = v;
-    }
-    if let Some(v) = &a.embed_model_dir {
-        f.embed.model_dir = v.clone();
-    }
-    if let Some(v) = &a.ort_dylib {
-        f.embed.ort_dylib = v.clone();
-    }
-    if let Some(v) = &a.api_key {
-        f.llm.api_key = Some(v.clone());
+
+    /// The configuration as a run records it: JSON, with every secret as `***`.
+    pub fn record(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -545,7 +182,7 @@ mod tests {
         for job in ["jobs/demo.toml", "jobs/nightly.toml"] {
             let f = JobFile::load(Path::new(job)).unwrap();
             let c = Config::validate(f).unwrap();
-            assert!(!c.inputs.is_empty(), "{job} has inputs");
+            assert!(!c.job.inputs.is_empty(), "{job} has inputs");
         }
     }
 
@@ -566,5 +203,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("lambda"));
+    }
+
+    #[test]
+    fn the_recorded_config_is_json_without_the_api_key() {
+        let mut f = JobFile::default();
+        f.llm.api_key = Some(Secret::new("sk-live-123"));
+        f.llm.endpoints = vec!["http://h:8000/v1/".into()];
+        let c = Config::validate(f).unwrap();
+        assert_eq!(c.llm.endpoints, ["http://h:8000/v1"]);
+        let json: serde_json::Value = serde_json::from_str(&c.record()).unwrap();
+        assert_eq!(json["llm"]["api_key"], "***");
+        assert!(!c.record().contains("sk-live") && !format!("{c:?}").contains("sk-live"));
+    }
+
+    #[test]
+    fn old_endpoint_benching_names_still_parse() {
+        let f: JobFile = toml::from_str("[llm]\nbench_after_failures = 7\nbench_s = 9.0\n").unwrap();
+        assert_eq!((f.llm.eject_after_failures, f.llm.eject_s), (7, 9.0));
     }
 }

@@ -12,8 +12,47 @@ use fastembed::{
 };
 use tokio::sync::oneshot;
 
-use crate::config::EmbedConfig;
-use crate::store::{reviews, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError};
+
+/// The job file's `[embed]` section.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmbedConfig {
+    /// Folder with model.onnx, tokenizer.json, config.json, special_tokens_map.json,
+    /// tokenizer_config.json (made by `scripts/setup.sh embed`).
+    pub model_dir: PathBuf,
+    /// Identifies the model in the embedding cache: change it when the model changes.
+    pub model_id: String,
+    /// ONNX Runtime shared library (`libonnxruntime.so.*`).
+    pub ort_dylib: PathBuf,
+    /// Texts per ONNX call; batches are sorted by length so padding stays small.
+    pub batch_size: usize,
+    /// ONNX intra-op threads (0 = all cores).
+    pub threads: usize,
+}
+
+impl Default for EmbedConfig {
+    fn default() -> Self {
+        Self {
+            model_dir: ".cache/models/me5".into(),
+            model_id: "multilingual-e5-small-q4".into(),
+            ort_dylib: ".cache/onnxruntime/libonnxruntime.so.1.24.4".into(),
+            batch_size: 32,
+            threads: 0,
+        }
+    }
+}
+
+impl EmbedConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("embed.batch_size must be at least 1".into());
+        }
+        Ok(())
+    }
+}
 
 /// multilingual-e5 expects this prefix on symmetric-similarity inputs.
 const E5_PREFIX: &str = "query: ";
@@ -196,9 +235,8 @@ pub async fn embed_missing(
     let model = embedder.model_id().to_string();
     let mut done = 0;
     loop {
-        let (m, rid) = (model.clone(), restaurant_id.map(str::to_string));
         let todo = store
-            .call(move |c| reviews::missing_embeddings(c, &m, rid.as_deref(), chunk))
+            .missing_embeddings(model.clone(), restaurant_id.map(str::to_string), chunk)
             .await?;
         if todo.is_empty() {
             return Ok(done);
@@ -206,11 +244,8 @@ pub async fn embed_missing(
         let (hashes, texts): (Vec<String>, Vec<String>) = todo.into_iter().unzip();
         let vecs = embedder.embed(texts).await?;
         let n = vecs.len();
-        let m = model.clone();
         store
-            .call(move |c| {
-                reviews::put_embeddings(c, &m, &hashes.into_iter().zip(vecs).collect::<Vec<_>>())
-            })
+            .put_embeddings(model.clone(), hashes.into_iter().zip(vecs).collect())
             .await?;
         done += n;
         tracing::info!(embedded = done, "embedding reviews");

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::store::{reviews, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {
@@ -21,27 +21,34 @@ pub struct Hit {
     pub score: f32,
 }
 
+/// Which reviews a restaurant's prompts will quote, in prompt order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Selection {
+    /// The K reviews nearest the restaurant's centroid, nearest first.
+    pub representative: Vec<Hit>,
+    /// Up to M more by MMR, in pick order.
+    pub diverse: Vec<Hit>,
+}
+
+impl Selection {
+    pub fn review_ids(&self) -> impl Iterator<Item = &str> {
+        (self.representative.iter().chain(&self.diverse)).map(|h| h.review_id.as_str())
+    }
+}
+
 #[async_trait]
 pub trait VectorIndex: Send + Sync {
-    /// Mean of the restaurant's vectors, L2-normalised; `None` if it has none.
-    async fn centroid(&self, restaurant_id: &str) -> Result<Option<Vec<f32>>, IndexError>;
-    /// The `k` vectors most similar to `query`, best first.
-    async fn nearest(
+    /// From one read of the restaurant's vectors: the `k` nearest its centroid (the normalised
+    /// mean), then — if it has more than `k` — up to `diverse` more by maximal marginal
+    /// relevance, each maximising `lambda * sim(centroid) - (1 - lambda) * max sim(picked)`.
+    /// Empty if the restaurant has no vectors.
+    async fn select(
         &self,
         restaurant_id: &str,
-        query: &[f32],
         k: usize,
-    ) -> Result<Vec<Hit>, IndexError>;
-    /// `k` more vectors by maximal marginal relevance, never any in `exclude`: each pick maximises
-    /// `lambda * sim(query) - (1 - lambda) * max sim(already picked, excluded included)`.
-    async fn mmr(
-        &self,
-        restaurant_id: &str,
-        query: &[f32],
-        k: usize,
+        diverse: usize,
         lambda: f32,
-        exclude: &[String],
-    ) -> Result<Vec<Hit>, IndexError>;
+    ) -> Result<Selection, IndexError>;
 }
 
 /// The embedded index: vectors from the store's embedding cache, searched exactly.
@@ -57,46 +64,45 @@ impl EmbeddedIndex {
             model_id: model_id.to_string(),
         }
     }
-
-    async fn load(&self, restaurant_id: &str) -> Result<Vec<(String, Vec<f32>)>, IndexError> {
-        let (rid, model) = (restaurant_id.to_string(), self.model_id.clone());
-        Ok(self
-            .store
-            .call(move |c| reviews::restaurant_vectors(c, &rid, &model))
-            .await?)
-    }
 }
 
 #[async_trait]
 impl VectorIndex for EmbeddedIndex {
-    async fn centroid(&self, restaurant_id: &str) -> Result<Option<Vec<f32>>, IndexError> {
-        Ok(centroid(&self.load(restaurant_id).await?))
-    }
-
-    async fn nearest(
+    async fn select(
         &self,
         restaurant_id: &str,
-        query: &[f32],
         k: usize,
-    ) -> Result<Vec<Hit>, IndexError> {
-        Ok(nearest(&self.load(restaurant_id).await?, query, k))
-    }
-
-    async fn mmr(
-        &self,
-        restaurant_id: &str,
-        query: &[f32],
-        k: usize,
+        diverse: usize,
         lambda: f32,
-        exclude: &[String],
-    ) -> Result<Vec<Hit>, IndexError> {
-        Ok(mmr(
-            &self.load(restaurant_id).await?,
-            query,
-            k,
-            lambda,
-            exclude,
-        ))
+    ) -> Result<Selection, IndexError> {
+        let items = self
+            .store
+            .restaurant_vectors(restaurant_id.to_string(), self.model_id.clone())
+            .await?;
+        Ok(select_exact(&items, k, diverse, lambda))
+    }
+}
+
+/// [`VectorIndex::select`] over vectors in memory, exactly.
+pub fn select_exact(
+    items: &[(String, Vec<f32>)],
+    k: usize,
+    diverse: usize,
+    lambda: f32,
+) -> Selection {
+    let Some(c) = centroid(items) else {
+        return Selection::default();
+    };
+    let representative = nearest(items, &c, k);
+    let diverse = if representative.len() < k || diverse == 0 {
+        Vec::new() // K reviews or fewer: all of them are already in
+    } else {
+        let exclude: Vec<String> = representative.iter().map(|h| h.review_id.clone()).collect();
+        mmr(items, &c, diverse, lambda, &exclude)
+    };
+    Selection {
+        representative,
+        diverse,
     }
 }
 
@@ -218,6 +224,24 @@ mod tests {
         // Pure relevance (lambda = 1) takes the near duplicate.
         let relevant = mmr(&items, &q, 1, 1.0, &["a".to_string()]);
         assert_eq!(relevant[0].review_id, "a2");
+    }
+
+    #[test]
+    fn selection_takes_k_nearest_then_diverse_and_all_of_a_small_restaurant() {
+        let items = vec![
+            item("a", &[1.0, 0.0]),
+            item("a2", &[1.0, 0.02]),
+            item("b", &[0.6, 0.8]),
+            item("c", &[0.0, 1.0]),
+        ];
+        let s = select_exact(&items, 2, 1, 0.5);
+        assert_eq!(s.representative.len(), 2);
+        assert_eq!(s.diverse.len(), 1);
+        let ids: Vec<&str> = s.review_ids().collect();
+        assert_eq!(ids.len(), 3);
+        let small = select_exact(&items, 10, 4, 0.5);
+        assert_eq!((small.representative.len(), small.diverse.len()), (4, 0));
+        assert_eq!(select_exact(&[], 3, 1, 0.5), Selection::default());
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod domain;
 pub mod embed;
 pub mod index;
 pub mod infer;

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use palate::cli::{BenchSuite, Cli, Command, LogFormat};
-use palate::commands::{self, exit};
+use palate::commands;
+use palate::domain::exit;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 

@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::ingest::IngestReport;
-use crate::metrics::RunSummary;
+use crate::metrics::{fmt_ms, RunSummary};
 use crate::pipeline::RestaurantOutcome;
-use crate::store::results::StoredResult;
+use crate::store::StoredResult;
 
 pub fn line(s: &str) {
     println!("{s}");
@@ -35,7 +35,7 @@ pub fn ingest_report(r: &IngestReport) {
 }
 
 fn ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.0} ms"))
+    fmt_ms(v, " ms")
 }
 
 pub fn summary(s: &RunSummary) {

@@ -8,8 +8,69 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::domain::{ErrorClass, Failure, Kind};
 use crate::infer::Reply;
-use crate::plan::{Kind, ReviewRef};
+use crate::plan::ReviewRef;
+
+/// Why an answer is not a result. The variant is the failure's group in the run summary; the
+/// message names the item, and is what the repair retry tells the model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("output cut at max_tokens (finish_reason=length)")]
+    Cut,
+    #[error("schema: {0}")]
+    Schema(String),
+    #[error("schema: score {0} is outside -1 to 1")]
+    ScoreRange(f64),
+    #[error("schema: no aspects")]
+    NoAspects,
+    #[error("schema: no strengths")]
+    NoStrengths,
+    #[error("evidence: cites {0:?}, which is not one of the selected reviews")]
+    UnknownRef(String),
+    #[error("evidence: {0} is labelled twice")]
+    LabelledTwice(String),
+    #[error("evidence: no label for {0}")]
+    Unlabelled(String),
+    #[error("evidence: strength {0:?} cites no review")]
+    NoEvidence(String),
+    #[error("evidence: quote {quote:?} does not occur in {reference} ({review_id})")]
+    QuoteNotFound {
+        quote: String,
+        reference: String,
+        review_id: String,
+    },
+    #[error("content: {field} {text:?} has no words")]
+    NoWords { field: String, text: String },
+}
+
+impl ValidationError {
+    /// The run summary's name for this kind of failure.
+    pub fn group(&self) -> &'static str {
+        match self {
+            Self::Cut => "invalid output: cut at max_tokens",
+            Self::Schema(_) => "invalid output: schema",
+            Self::ScoreRange(_) => "invalid output: score outside -1 to 1",
+            Self::NoAspects => "invalid output: no aspects",
+            Self::NoStrengths => "invalid output: no strengths",
+            Self::UnknownRef(_) => "invalid output: cites a review not selected",
+            Self::LabelledTwice(_) => "invalid output: review labelled twice",
+            Self::Unlabelled(_) => "invalid output: review left unlabelled",
+            Self::NoEvidence(_) => "invalid output: strength without evidence",
+            Self::QuoteNotFound { .. } => "invalid output: quote not in the cited review",
+            Self::NoWords { .. } => "invalid output: text without words",
+        }
+    }
+
+    /// The analysis failure, after the repair retry was also invalid.
+    pub fn failure(&self) -> Failure {
+        Failure {
+            class: ErrorClass::InvalidOutput,
+            group: self.group().to_string(),
+            message: format!("{self} (after one repair retry)"),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -94,9 +155,9 @@ struct EvidenceOut {
 }
 
 /// Checks a reply and returns the result to store (as JSON), or the reason it is invalid.
-pub fn validate(kind: Kind, reply: &Reply, refs: &[ReviewRef]) -> Result<Value, String> {
+pub fn validate(kind: Kind, reply: &Reply, refs: &[ReviewRef]) -> Result<Value, ValidationError> {
     if reply.finish_reason.as_deref() == Some("length") {
-        return Err("output cut at max_tokens (finish_reason=length)".into());
+        return Err(ValidationError::Cut);
     }
     let text = reply.content.trim();
     let out = match kind {
@@ -104,41 +165,39 @@ pub fn validate(kind: Kind, reply: &Reply, refs: &[ReviewRef]) -> Result<Value, 
         Kind::Summary => summary(parse(text)?)?,
         Kind::Strengths => strengths(parse(text)?, refs)?,
     };
-    serde_json::to_value(out).map_err(|e| format!("cannot encode result: {e}"))
+    Ok(out)
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, String> {
-    serde_json::from_str(text).map_err(|e| format!("schema: {e}"))
+fn parse<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, ValidationError> {
+    serde_json::from_str(text).map_err(|e| ValidationError::Schema(e.to_string()))
 }
 
-fn review_id<'a>(refs: &'a [ReviewRef], reference: &str) -> Result<&'a ReviewRef, String> {
+fn review_id<'a>(refs: &'a [ReviewRef], reference: &str) -> Result<&'a ReviewRef, ValidationError> {
     refs.iter()
         .find(|r| r.reference == reference)
-        .ok_or_else(|| {
-            format!("evidence: cites {reference:?}, which is not one of the selected reviews")
-        })
+        .ok_or_else(|| ValidationError::UnknownRef(reference.to_string()))
 }
 
-fn score(s: f64) -> Result<f64, String> {
+fn score(s: f64) -> Result<f64, ValidationError> {
     if (-1.0..=1.0).contains(&s) {
         Ok(s)
     } else {
-        Err(format!("schema: score {s} is outside -1 to 1"))
+        Err(ValidationError::ScoreRange(s))
     }
 }
 
-fn sentiment(o: SentimentOut, refs: &[ReviewRef]) -> Result<Value, String> {
+fn sentiment(o: SentimentOut, refs: &[ReviewRef]) -> Result<Value, ValidationError> {
     let mut seen = HashSet::new();
     let mut reviews = Vec::new();
     for r in &o.reviews {
         let rr = review_id(refs, &r.reference)?;
         if !seen.insert(r.reference.as_str()) {
-            return Err(format!("evidence: {} is labelled twice", r.reference));
+            return Err(ValidationError::LabelledTwice(r.reference.clone()));
         }
         reviews.push(serde_json::json!({"review_id": rr.review_id, "label": r.label, "score": score(r.score)?}));
     }
     if let Some(missing) = refs.iter().find(|r| !seen.contains(r.reference.as_str())) {
-        return Err(format!("evidence: no label for {}", missing.reference));
+        return Err(ValidationError::Unlabelled(missing.reference.clone()));
     }
     score(o.overall.score)?;
     Ok(serde_json::json!({"reviews": reviews, "overall": o.overall}))
@@ -175,44 +234,48 @@ pub fn merge_sentiment(parts: Vec<Value>) -> Value {
 }
 
 /// Text must say something: not empty, not a placeholder such as "..." copied from a format hint.
-fn words(field: &str, text: &str) -> Result<(), String> {
+fn words(field: &str, text: &str) -> Result<(), ValidationError> {
     if text.chars().filter(|c| c.is_alphabetic()).count() < 2 {
-        return Err(format!("content: {field} {text:?} has no words"));
+        return Err(ValidationError::NoWords {
+            field: field.to_string(),
+            text: text.to_string(),
+        });
     }
     Ok(())
 }
 
-fn summary(o: SummaryOut) -> Result<Value, String> {
+fn summary(o: SummaryOut) -> Result<Value, ValidationError> {
     words("summary", &o.summary)?;
     if o.aspects.is_empty() {
-        return Err("schema: no aspects".into());
+        return Err(ValidationError::NoAspects);
     }
     for (name, a) in &o.aspects {
         words(&format!("aspect {name:?} summary"), &a.summary)?;
     }
-    serde_json::to_value(o).map_err(|e| e.to_string())
+    Ok(serde_json::json!(o))
 }
 
-fn strengths(o: StrengthsOut, refs: &[ReviewRef]) -> Result<Value, String> {
+fn strengths(o: StrengthsOut, refs: &[ReviewRef]) -> Result<Value, ValidationError> {
     if o.strengths.is_empty() {
-        return Err("schema: no strengths".into());
+        return Err(ValidationError::NoStrengths);
     }
     let mut out = Vec::new();
     for s in &o.strengths {
         words("strength title", &s.title)?;
         words("strength detail", &s.detail)?;
         if s.evidence.is_empty() {
-            return Err(format!("evidence: strength {:?} cites no review", s.title));
+            return Err(ValidationError::NoEvidence(s.title.clone()));
         }
         let mut evidence = Vec::new();
         for e in &s.evidence {
             let r = review_id(refs, &e.reference)?;
             let quote = e.quote.trim();
             if quote.chars().count() < 2 || !contains_verbatim(&r.text, quote) {
-                return Err(format!(
-                    "evidence: quote {quote:?} does not occur in {} ({})",
-                    e.reference, r.review_id
-                ));
+                return Err(ValidationError::QuoteNotFound {
+                    quote: quote.to_string(),
+                    reference: e.reference.clone(),
+                    review_id: r.review_id.clone(),
+                });
             }
             evidence.push(serde_json::json!({"review_id": r.review_id, "quote": quote}));
         }
@@ -271,11 +334,12 @@ mod tests {
         let one = r#"{"reviews":[{"ref":"R1","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
         assert_eq!(
             validate(Kind::Sentiment, &reply(one), &refs()).unwrap_err(),
-            "evidence: no label for R2"
+            ValidationError::Unlabelled("R2".into())
         );
         let unknown = r#"{"reviews":[{"ref":"R9","label":"positive","score":0.9}],"overall":{"label":"mixed","score":0.1}}"#;
         assert!(validate(Kind::Sentiment, &reply(unknown), &refs())
             .unwrap_err()
+            .to_string()
             .contains("R9"));
     }
 
@@ -303,9 +367,10 @@ mod tests {
             finish_reason: Some("length".into()),
             model: String::new(),
         };
-        assert!(validate(Kind::Summary, &r, &refs())
-            .unwrap_err()
-            .contains("finish_reason=length"));
+        assert_eq!(
+            validate(Kind::Summary, &r, &refs()).unwrap_err(),
+            ValidationError::Cut
+        );
     }
 
     #[test]
@@ -313,14 +378,17 @@ mod tests {
         let extra = r#"{"summary":"ok","aspects":{"food":{"sentiment":"positive","summary":"good"}},"x":1}"#;
         assert!(validate(Kind::Summary, &reply(extra), &refs())
             .unwrap_err()
+            .to_string()
             .starts_with("schema:"));
         let bad =
             r#"{"summary":"ok","aspects":{"parking":{"sentiment":"positive","summary":"good"}}}"#;
         assert!(validate(Kind::Summary, &reply(bad), &refs())
             .unwrap_err()
+            .to_string()
             .starts_with("schema:"));
         assert!(validate(Kind::Summary, &reply("not json"), &refs())
             .unwrap_err()
+            .to_string()
             .starts_with("schema:"));
     }
 
@@ -328,9 +396,9 @@ mod tests {
     fn placeholder_text_is_not_a_result() {
         let dots =
             r#"{"summary":"...","aspects":{"food":{"sentiment":"positive","summary":"..."}}}"#;
-        assert!(validate(Kind::Summary, &reply(dots), &refs())
-            .unwrap_err()
-            .contains("has no words"));
+        let e = validate(Kind::Summary, &reply(dots), &refs()).unwrap_err();
+        assert!(e.to_string().contains("has no words"));
+        assert_eq!(e.group(), "invalid output: text without words");
         let ok = r#"{"summary":"국물이 좋아요","aspects":{"food":{"sentiment":"positive","summary":"진한 국물"}}}"#;
         assert!(validate(Kind::Summary, &reply(ok), &refs()).is_ok());
     }
@@ -343,6 +411,7 @@ mod tests {
         let wrong_review = r#"{"strengths":[{"title":"국물","detail":"진한 국물","evidence":[{"ref":"R2","quote":"국물이 진하고"}]}]}"#;
         assert!(validate(Kind::Strengths, &reply(wrong_review), &refs())
             .unwrap_err()
+            .to_string()
             .contains("does not occur in R2"));
         let invented = r#"{"strengths":[{"title":"soup","detail":"great soup","evidence":[{"ref":"R1","quote":"best soup in Seoul"}]}]}"#;
         assert!(validate(Kind::Strengths, &reply(invented), &refs()).is_err());

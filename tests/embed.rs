@@ -5,8 +5,7 @@
 
 mod common;
 
-use palate::config::EmbedConfig;
-use palate::embed::{EmbedError, Embedder, FastEmbedder};
+use palate::embed::{EmbedConfig, EmbedError, Embedder, FastEmbedder};
 use palate::index::dot;
 
 fn cfg() -> EmbedConfig {

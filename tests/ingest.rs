@@ -6,7 +6,7 @@
 mod common;
 
 use palate::ingest::{ingest_file, IngestOptions};
-use palate::store::open_connection;
+use palate::store::Db;
 use serde_json::Value;
 
 fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
@@ -23,9 +23,27 @@ fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
         .collect()
 }
 
-fn setup() -> (tempfile::TempDir, rusqlite::Connection, IngestOptions) {
+/// The store ingest writes through, and a plain connection to check what it wrote.
+struct Opened {
+    db: Db,
+    sql: rusqlite::Connection,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = rusqlite::Connection;
+    fn deref(&self) -> &rusqlite::Connection {
+        &self.sql
+    }
+}
+
+fn setup() -> (tempfile::TempDir, Opened, IngestOptions) {
     let dir = tempfile::tempdir().unwrap();
-    let conn = open_connection(&dir.path().join("t.db")).unwrap();
+    let path = dir.path().join("t.db");
+    let db = Db::open(&path).unwrap();
+    let conn = Opened {
+        db,
+        sql: rusqlite::Connection::open(&path).unwrap(),
+    };
     let opts = IngestOptions {
         max_review_bytes: 4000,
         rejects_dir: dir.path().join("rejects"),
@@ -38,9 +56,9 @@ fn ingest_and_check(
     file: &str,
     inserted: u64,
     expect: &[(u64, &str)],
-) -> (tempfile::TempDir, rusqlite::Connection) {
+) -> (tempfile::TempDir, Opened) {
     let (dir, mut conn, opts) = setup();
-    let r = ingest_file(&mut conn, &common::root().join(file), &opts).unwrap();
+    let r = ingest_file(&mut conn.db, &common::root().join(file), &opts).unwrap();
     assert_eq!(
         (r.inserted, r.rejected),
         (inserted, expect.len() as u64),
@@ -104,7 +122,7 @@ fn csv_bad_rows_are_each_rejected_with_line_and_reason() {
 fn re_ingesting_the_same_file_changes_nothing() {
     let (_dir, mut conn, opts) = setup();
     let data = common::root().join("data/reviews.jsonl");
-    let first = ingest_file(&mut conn, &data, &opts).unwrap();
+    let first = ingest_file(&mut conn.db, &data, &opts).unwrap();
     assert!(first.inserted > 800 && first.rejected == 0, "{first:?}");
     let hashes = |c: &rusqlite::Connection| -> Vec<(String, String, String)> {
         let mut q = c
@@ -116,7 +134,7 @@ fn re_ingesting_the_same_file_changes_nothing() {
             .collect()
     };
     let before = hashes(&conn);
-    let again = ingest_file(&mut conn, &data, &opts).unwrap();
+    let again = ingest_file(&mut conn.db, &data, &opts).unwrap();
     assert_eq!(
         (again.inserted, again.updated, again.unchanged),
         (0, 0, first.inserted)
@@ -133,7 +151,7 @@ fn an_edited_review_changes_only_its_restaurants_hash() {
     let (dir, mut conn, opts) = setup();
     let a = dir.path().join("a.jsonl");
     std::fs::write(&a, "{\"restaurant_id\":\"x\",\"review_id\":\"x1\",\"text\":\"good\"}\n{\"restaurant_id\":\"y\",\"review_id\":\"y1\",\"text\":\"bad\"}\n").unwrap();
-    ingest_file(&mut conn, &a, &opts).unwrap();
+    ingest_file(&mut conn.db, &a, &opts).unwrap();
     let hash = |c: &rusqlite::Connection, id: &str| -> String {
         c.query_row(
             "SELECT input_hash FROM restaurants WHERE restaurant_id = ?1",
@@ -144,7 +162,7 @@ fn an_edited_review_changes_only_its_restaurants_hash() {
     };
     let (x0, y0) = (hash(&conn, "x"), hash(&conn, "y"));
     std::fs::write(&a, "{\"restaurant_id\":\"x\",\"review_id\":\"x1\",\"text\":\"great\"}\n{\"restaurant_id\":\"y\",\"review_id\":\"y1\",\"text\":\"bad\"}\n").unwrap();
-    let r = ingest_file(&mut conn, &a, &opts).unwrap();
+    let r = ingest_file(&mut conn.db, &a, &opts).unwrap();
     assert_eq!((r.updated, r.unchanged), (1, 1));
     assert_ne!(hash(&conn, "x"), x0);
     assert_eq!(hash(&conn, "y"), y0);
@@ -159,14 +177,14 @@ fn a_review_id_of_another_restaurant_is_rejected() {
         "{\"restaurant_id\":\"x\",\"review_id\":\"1\",\"text\":\"good\"}\n",
     )
     .unwrap();
-    ingest_file(&mut conn, &a, &opts).unwrap();
+    ingest_file(&mut conn.db, &a, &opts).unwrap();
     let b = dir.path().join("b.jsonl");
     std::fs::write(
         &b,
         "{\"restaurant_id\":\"y\",\"review_id\":\"1\",\"text\":\"good\"}\n",
     )
     .unwrap();
-    let r = ingest_file(&mut conn, &b, &opts).unwrap();
+    let r = ingest_file(&mut conn.db, &b, &opts).unwrap();
     assert_eq!(r.rejected, 1);
     assert!(rejects(r.rejects_file.as_ref().unwrap())[0]
         .1
@@ -177,19 +195,19 @@ fn a_review_id_of_another_restaurant_is_rejected() {
 fn unusable_files_are_errors_naming_the_file() {
     let (dir, mut conn, opts) = setup();
     let missing = dir.path().join("nope.jsonl");
-    let e = ingest_file(&mut conn, &missing, &opts)
+    let e = ingest_file(&mut conn.db, &missing, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("nope.jsonl"), "{e}");
     let txt = dir.path().join("reviews.txt");
     std::fs::write(&txt, "hello").unwrap();
-    assert!(ingest_file(&mut conn, &txt, &opts)
+    assert!(ingest_file(&mut conn.db, &txt, &opts)
         .unwrap_err()
         .to_string()
         .contains("unknown format"));
     let headerless = dir.path().join("h.csv");
     std::fs::write(&headerless, "a,b,c\n1,2,3\n").unwrap();
-    let e = ingest_file(&mut conn, &headerless, &opts)
+    let e = ingest_file(&mut conn.db, &headerless, &opts)
         .unwrap_err()
         .to_string();
     assert!(e.contains("h.csv") && e.contains("restaurant_id"), "{e}");

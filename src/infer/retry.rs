@@ -5,7 +5,7 @@ use async_openai::error::OpenAIError;
 use tokio::time::Duration;
 
 use super::InferError;
-use crate::metrics::ErrorClass;
+use crate::domain::ErrorClass;
 
 /// Longest `Retry-After` honoured; a server asking for more is treated as asking for this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
@@ -61,7 +61,7 @@ pub fn classify(e: OpenAIError) -> InferError {
         }
         _ => (ErrorClass::Permanent, e.to_string()),
     };
-    InferError { class, message }
+    InferError::new(class, message)
 }
 
 /// Classifies an attempt whose HTTP status is known. vLLM's error bodies carry an integer
@@ -71,13 +71,12 @@ pub fn with_status(e: InferError, status: u16) -> InferError {
     if status < 400 {
         return e;
     }
-    InferError {
-        class: status_class(status, &e.message),
-        message: if e.message.starts_with("HTTP ") {
-            e.message
-        } else {
-            format!("HTTP {status}: {}", e.message)
-        },
+    let message = e.to_string();
+    let class = status_class(status, &message);
+    if message.starts_with("HTTP ") {
+        InferError::new(class, message)
+    } else {
+        InferError::new(class, format!("HTTP {status}: {message}"))
     }
 }
 
@@ -138,23 +137,21 @@ mod tests {
                 },
             })
         };
-        assert_eq!(classify(api(503, "busy")).class, ErrorClass::Transient);
-        assert_eq!(classify(api(429, "slow down")).class, ErrorClass::Transient);
+        assert_eq!(classify(api(503, "busy")).class(), ErrorClass::Transient);
+        assert_eq!(classify(api(429, "slow down")).class(), ErrorClass::Transient);
         assert_eq!(
-            classify(api(400, "This model's maximum context length is 2048")).class,
+            classify(api(400, "This model's maximum context length is 2048")).class(),
             ErrorClass::ContextLength
         );
         assert_eq!(
-            classify(api(404, "no such model")).class,
+            classify(api(404, "no such model")).class(),
             ErrorClass::Permanent
         );
-        let unparsed = InferError {
-            class: ErrorClass::Transient,
-            message: "failed to deserialize api response: {\"code\": 404}".into(),
-        };
+        let unparsed =
+            InferError::Transient("failed to deserialize api response: {\"code\": 404}".into());
         let e = with_status(unparsed.clone(), 404);
-        assert_eq!(e.class, ErrorClass::Permanent);
-        assert!(e.message.starts_with("HTTP 404"));
-        assert_eq!(with_status(unparsed, 503).class, ErrorClass::Transient);
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.to_string().starts_with("HTTP 404"));
+        assert_eq!(with_status(unparsed, 503).class(), ErrorClass::Transient);
     }
 }

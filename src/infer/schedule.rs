@@ -5,7 +5,7 @@
 //! goes (shortest-prefill-first; ties by age) — or the oldest, in FIFO order. A request that has
 //! waited longer than `starvation` goes before any other, so long prompts are never starved. It
 //! goes to the healthy endpoint with the fewest outstanding requests; an endpoint that fails
-//! `bench_after` times in a row is benched for `bench_for`. `governor` then holds the request
+//! `eject_after` times in a row is ejected from rotation for `eject_for`. `governor` then holds the request
 //! to the job's requests/s and prompt tokens/s quotas.
 
 use std::num::NonZeroU32;
@@ -35,9 +35,9 @@ pub struct ScheduleConfig {
     pub starvation: Duration,
     /// Requests in flight at once, per endpoint.
     pub max_in_flight: usize,
-    /// Consecutive failed requests after which an endpoint is benched.
-    pub bench_after: u32,
-    pub bench_for: Duration,
+    /// Consecutive failed requests after which an endpoint is ejected from rotation.
+    pub eject_after: u32,
+    pub eject_for: Duration,
     pub requests_per_s: Option<f64>,
     pub prompt_tokens_per_s: Option<f64>,
 }
@@ -66,7 +66,7 @@ struct Waiter {
 struct Health {
     outstanding: usize,
     failures: u32,
-    benched_until: Option<Instant>,
+    ejected_until: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -145,10 +145,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::domain::lock(&self.state)
     }
 
     /// Waits for this request's turn and a place on an endpoint.
@@ -204,10 +201,10 @@ impl Scheduler {
             done: false,
         };
         loop {
-            // A benched endpoint comes back on its own: look again when its time is up.
+            // An ejected endpoint comes back on its own: look again when its time is up.
             let now = Instant::now();
             let wake = (self.lock().endpoints.iter())
-                .filter_map(|h| h.benched_until)
+                .filter_map(|h| h.ejected_until)
                 .filter(|&t| t > now)
                 .min();
             tokio::select! {
@@ -233,7 +230,7 @@ impl Scheduler {
                 .endpoints
                 .iter()
                 .enumerate()
-                .filter(|(_, h)| h.benched_until.is_none_or(|t| t <= now))
+                .filter(|(_, h)| h.ejected_until.is_none_or(|t| t <= now))
                 .filter(|(_, h)| h.outstanding < self.cfg.max_in_flight)
                 .min_by_key(|(i, h)| (h.outstanding, *i))
                 .map(|(i, _)| i);
@@ -267,7 +264,7 @@ impl Scheduler {
         self.dispatch(&mut st);
     }
 
-    /// Records how a request to `endpoint` went: failures in a row bench it.
+    /// Records how a request to `endpoint` went: failures in a row eject it.
     pub fn report(&self, endpoint: usize, ok: bool) -> Option<Duration> {
         let mut st = self.lock();
         let h = st.endpoints.get_mut(endpoint)?;
@@ -276,27 +273,22 @@ impl Scheduler {
             return None;
         }
         h.failures += 1;
-        if h.failures < self.cfg.bench_after.max(1) {
+        if h.failures < self.cfg.eject_after.max(1) {
             return None;
         }
-        // Back from the bench, one more failure sends it straight back.
-        h.failures = self.cfg.bench_after.saturating_sub(1);
-        h.benched_until = Some(Instant::now() + self.cfg.bench_for);
-        Some(self.cfg.bench_for)
+        // Back in rotation, one more failure ejects it again.
+        h.failures = self.cfg.eject_after.saturating_sub(1);
+        h.ejected_until = Some(Instant::now() + self.cfg.eject_for);
+        Some(self.cfg.eject_for)
     }
 
-    /// Benches an endpoint now (e.g. it did not answer the warm-up).
-    pub fn bench(&self, endpoint: usize) {
+    /// Ejects an endpoint now (e.g. it did not answer the warm-up).
+    pub fn eject(&self, endpoint: usize) {
         let mut st = self.lock();
         if let Some(h) = st.endpoints.get_mut(endpoint) {
-            h.benched_until = Some(Instant::now() + self.cfg.bench_for);
-            h.failures = self.cfg.bench_after.saturating_sub(1);
+            h.ejected_until = Some(Instant::now() + self.cfg.eject_for);
+            h.failures = self.cfg.eject_after.saturating_sub(1);
         }
-    }
-
-    /// Requests waiting for their turn.
-    pub fn waiting(&self) -> usize {
-        self.lock().waiting.len()
     }
 }
 
@@ -317,8 +309,8 @@ mod tests {
             order,
             starvation: Duration::from_secs(60),
             max_in_flight: 1,
-            bench_after: 2,
-            bench_for: Duration::from_secs(30),
+            eject_after: 2,
+            eject_for: Duration::from_secs(30),
             requests_per_s: None,
             prompt_tokens_per_s: None,
         }
@@ -385,7 +377,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn least_outstanding_endpoint_and_benching() {
+    async fn least_outstanding_endpoint_and_ejection() {
         let s = Scheduler::new(
             ScheduleConfig {
                 max_in_flight: 4,
@@ -400,21 +392,21 @@ mod tests {
         assert_eq!(s.report(1, false), Some(Duration::from_secs(30)));
         drop((a, b));
         for _ in 0..3 {
-            assert_eq!(s.acquire(1).await.endpoint, 0, "endpoint 1 is benched");
+            assert_eq!(s.acquire(1).await.endpoint, 0, "endpoint 1 is ejected");
         }
         tokio::time::sleep(Duration::from_secs(31)).await;
         let (c, d) = (s.acquire(1).await, s.acquire(1).await);
         assert_eq!(
             [c.endpoint, d.endpoint].iter().filter(|&&e| e == 1).count(),
             1,
-            "back from the bench"
+            "back in rotation"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn all_endpoints_benched_waits_for_the_first_to_return() {
+    async fn all_endpoints_ejected_waits_for_the_first_to_return() {
         let s = Scheduler::new(cfg(Order::Sjf), 1);
-        s.bench(0);
+        s.eject(0);
         let t0 = Instant::now();
         let slot = s.acquire(1).await;
         assert_eq!(slot.endpoint, 0);

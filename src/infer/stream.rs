@@ -11,7 +11,8 @@ use tokio::time::Instant;
 
 use super::retry::classify;
 use super::{InferError, Reply};
-use crate::metrics::{percentile, ErrorClass, RequestMetrics};
+use crate::domain::millis;
+use crate::metrics::percentile;
 
 #[derive(Debug, Deserialize)]
 struct Chunk {
@@ -64,11 +65,67 @@ struct ServerMetrics {
     generation_time_ms: Option<f64>,
 }
 
+/// What the client measured, or the server reported, while one response streamed.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Measured {
+    pub request_id: Option<String>,
+    pub finish_reason: Option<String>,
+    pub ttft_ms: Option<f64>,
+    pub itl_mean_ms: Option<f64>,
+    pub itl_p95_ms: Option<f64>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub cached_tokens: Option<u64>,
+    pub server_queue_ms: Option<f64>,
+    pub server_prompt_ms: Option<f64>,
+    pub server_decode_ms: Option<f64>,
+}
+
+impl Measured {
+    /// Takes what a chunk carries besides content: usage, llama.cpp timings, vLLM metrics.
+    fn add(&mut self, chunk: &Chunk) {
+        if self.request_id.is_none() {
+            self.request_id = chunk.id.clone();
+        }
+        if let Some(u) = &chunk.usage {
+            self.prompt_tokens = u.prompt_tokens;
+            self.completion_tokens = u.completion_tokens;
+            self.cached_tokens = (u.prompt_tokens_details.as_ref())
+                .and_then(|d| d.cached_tokens)
+                .or(self.cached_tokens);
+        }
+        if let Some(t) = &chunk.timings {
+            self.server_prompt_ms = t.prompt_ms;
+            self.server_decode_ms = t.predicted_ms;
+            self.cached_tokens = self.cached_tokens.or(t.cache_n);
+        }
+        if let Some(sm) = &chunk.metrics {
+            self.server_queue_ms = sm.queue_time_ms;
+            self.server_prompt_ms = sm
+                .prefill_time_ms
+                .or_else(|| Some(sm.time_to_first_token_ms? - sm.queue_time_ms.unwrap_or(0.0)));
+            self.server_decode_ms = sm.generation_time_ms;
+        }
+    }
+}
+
+/// Reads one streamed completion; returns the reply (or why there is none) and what was measured
+/// on the way, which a failed attempt keeps too.
 pub(super) async fn stream(
     client: &Client<OpenAIConfig>,
     body: &Value,
     t0: Instant,
-    m: &mut RequestMetrics,
+) -> (Result<Reply, InferError>, Measured) {
+    let mut m = Measured::default();
+    let result = read(client, body, t0, &mut m).await;
+    (result, m)
+}
+
+async fn read(
+    client: &Client<OpenAIConfig>,
+    body: &Value,
+    t0: Instant,
+    m: &mut Measured,
 ) -> Result<Reply, InferError> {
     let mut s = client
         .chat()
@@ -76,61 +133,36 @@ pub(super) async fn stream(
         .await
         .map_err(classify)?;
     let mut content = String::new();
-    let mut finish_reason = None;
     let mut last_token: Option<Instant> = None;
     let mut gaps = Vec::new();
     while let Some(item) = s.next().await {
         let chunk = item.map_err(classify)?;
-        if m.request_id.is_none() {
-            m.request_id = chunk.id.clone();
-        }
         for c in &chunk.choices {
             if let Some(text) = c.delta.content.as_deref().filter(|t| !t.is_empty()) {
                 let now = Instant::now();
                 match last_token {
-                    None => m.ttft_ms = Some(now.duration_since(t0).as_secs_f64() * 1000.0),
-                    Some(prev) => gaps.push(now.duration_since(prev).as_secs_f64() * 1000.0),
+                    None => m.ttft_ms = Some(millis(now.duration_since(t0))),
+                    Some(prev) => gaps.push(millis(now.duration_since(prev))),
                 }
                 last_token = Some(now);
                 content.push_str(text);
             }
             if c.finish_reason.is_some() {
-                finish_reason = c.finish_reason.clone();
+                m.finish_reason = c.finish_reason.clone();
             }
         }
-        if let Some(u) = chunk.usage {
-            m.prompt_tokens = u.prompt_tokens;
-            m.completion_tokens = u.completion_tokens;
-            m.cached_tokens = u
-                .prompt_tokens_details
-                .and_then(|d| d.cached_tokens)
-                .or(m.cached_tokens);
-        }
-        if let Some(t) = chunk.timings {
-            m.server_prompt_ms = t.prompt_ms;
-            m.server_decode_ms = t.predicted_ms;
-            m.cached_tokens = m.cached_tokens.or(t.cache_n);
-        }
-        if let Some(sm) = chunk.metrics {
-            m.server_queue_ms = sm.queue_time_ms;
-            m.server_prompt_ms = sm
-                .prefill_time_ms
-                .or_else(|| Some(sm.time_to_first_token_ms? - sm.queue_time_ms.unwrap_or(0.0)));
-            m.server_decode_ms = sm.generation_time_ms;
-        }
+        m.add(&chunk);
     }
-    if finish_reason.is_none() {
-        return Err(InferError {
-            class: ErrorClass::Transient,
-            message: "stream ended without a finish_reason".into(),
-        });
+    if m.finish_reason.is_none() {
+        return Err(InferError::Transient(
+            "stream ended without a finish_reason".into(),
+        ));
     }
     m.itl_mean_ms = (!gaps.is_empty()).then(|| gaps.iter().sum::<f64>() / gaps.len() as f64);
     m.itl_p95_ms = percentile(&gaps, 95.0);
-    m.finish_reason = finish_reason.clone();
     Ok(Reply {
         content,
-        finish_reason,
+        finish_reason: m.finish_reason.clone(),
         model: String::new(),
     })
 }

@@ -2,38 +2,19 @@
 //! stores the good ones and writes every bad one to `<rejects_dir>/<file>.rejects.jsonl` with its
 //! line number and reason. A row is never dropped silently; re-ingesting a file changes nothing.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 mod formats;
 
-use crate::store::reviews::{hex, refresh_restaurants, upsert_review, Upsert};
-use crate::store::StoreError;
+use crate::domain::{sha256_hex, Review};
+use crate::store::{Db, IngestWriter, StoreError, Upsert};
 
-/// Rows stored per transaction.
-const COMMIT_EVERY: usize = 2000;
 /// Longest id accepted.
 const MAX_ID_CHARS: usize = 200;
-
-/// A validated review row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Review {
-    pub restaurant_id: String,
-    pub review_id: String,
-    /// Trimmed review text.
-    pub text: String,
-    pub rating: Option<f64>,
-    pub created_at: Option<String>,
-    pub lang: Option<String>,
-    /// sha256 of `text`: the embedding cache key and part of the restaurant's input hash.
-    pub content_hash: String,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -57,12 +38,6 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-impl From<rusqlite::Error> for IngestError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Store(e.into())
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -105,7 +80,7 @@ pub struct RawRow {
 }
 
 pub fn ingest_file(
-    conn: &mut Connection,
+    db: &mut Db,
     path: &Path,
     opts: &IngestOptions,
 ) -> Result<IngestReport, IngestError> {
@@ -114,7 +89,7 @@ pub fn ingest_file(
         path: path.into(),
         source,
     })?;
-    let mut sink = Sink::new(conn, path, opts)?;
+    let mut sink = Sink::new(db.ingest_writer()?, path, opts);
     let read = match format {
         Format::Jsonl => formats::read_jsonl(BufReader::new(file), path, &mut sink),
         Format::Csv => formats::read_csv(BufReader::new(file), path, &mut sink),
@@ -149,46 +124,32 @@ impl Format {
 }
 
 /// Receives rows from a format reader: validates, stores, rejects.
-pub struct Sink<'c> {
-    conn: &'c mut Connection,
+pub struct Sink<'db> {
+    writer: IngestWriter<'db>,
     source: String,
     pub max_review_bytes: usize,
     rejects_path: PathBuf,
     rejects: Option<BufWriter<File>>,
-    touched: BTreeSet<String>,
-    pending: usize,
     report: IngestReport,
 }
 
-impl<'c> Sink<'c> {
-    fn new(
-        conn: &'c mut Connection,
-        path: &Path,
-        opts: &IngestOptions,
-    ) -> Result<Self, IngestError> {
+impl<'db> Sink<'db> {
+    fn new(writer: IngestWriter<'db>, path: &Path, opts: &IngestOptions) -> Self {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        // Ids seen in this file, on disk (SQLite temp store) so memory stays flat on huge files.
-        conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS ingest_seen (review_id TEXT PRIMARY KEY, line INTEGER NOT NULL);
-             DELETE FROM ingest_seen;
-             BEGIN;",
-        )?;
-        Ok(Self {
-            conn,
+        Self {
+            writer,
             source: path.to_string_lossy().into_owned(),
             max_review_bytes: opts.max_review_bytes,
             rejects_path: opts.rejects_dir.join(format!("{name}.rejects.jsonl")),
             rejects: None,
-            touched: BTreeSet::new(),
-            pending: 0,
             report: IngestReport {
                 file: path.into(),
                 ..Default::default()
             },
-        })
+        }
     }
 
     /// A row whose fields could be read; `raw` is kept for the rejects file.
@@ -197,26 +158,14 @@ impl<'c> Sink<'c> {
             Ok(r) => r,
             Err(reason) => return self.reject(line, &reason, raw),
         };
-        let first: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT line FROM ingest_seen WHERE review_id = ?1",
-                [&review.review_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if let Some(first) = first {
+        if let Some(first) = self.writer.first_seen(&review.review_id, line)? {
             let reason = format!(
                 "duplicate review_id {:?} (first on line {first})",
                 review.review_id
             );
             return self.reject(line, &reason, raw);
         }
-        self.conn.execute(
-            "INSERT INTO ingest_seen (review_id, line) VALUES (?1, ?2)",
-            params![review.review_id, line as i64],
-        )?;
-        match upsert_review(self.conn, &review, &self.source, line)? {
+        match self.writer.upsert(&review, &self.source, line)? {
             Upsert::Inserted => self.report.inserted += 1,
             Upsert::Updated => self.report.updated += 1,
             Upsert::Unchanged => self.report.unchanged += 1,
@@ -227,12 +176,6 @@ impl<'c> Sink<'c> {
                 );
                 return self.reject(line, &reason, raw);
             }
-        }
-        self.touched.insert(review.restaurant_id);
-        self.pending += 1;
-        if self.pending >= COMMIT_EVERY {
-            self.conn.execute_batch("COMMIT; BEGIN;")?;
-            self.pending = 0;
         }
         Ok(())
     }
@@ -274,9 +217,7 @@ impl<'c> Sink<'c> {
     fn finish(mut self) -> Result<IngestReport, IngestError> {
         let r = &mut self.report;
         r.rows = r.inserted + r.updated + r.unchanged + r.rejected;
-        refresh_restaurants(self.conn, &self.touched)?;
-        self.conn
-            .execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
+        self.writer.finish()?;
         match self.rejects.take() {
             Some(mut w) => {
                 w.flush().map_err(|source| IngestError::Rejects {
@@ -296,19 +237,6 @@ impl<'c> Sink<'c> {
 
 /// Checks one row and builds the review, or says why not.
 pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> {
-    let id = |v: Option<String>, name: &str| -> Result<String, String> {
-        let v = v.map(|s| s.trim().to_string()).unwrap_or_default();
-        if v.is_empty() {
-            return Err(format!("missing {name}"));
-        }
-        if v.chars().count() > MAX_ID_CHARS {
-            return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
-        }
-        if v.chars().any(char::is_control) {
-            return Err(format!("{name} contains control characters"));
-        }
-        Ok(v)
-    };
     let restaurant_id = id(row.restaurant_id, "restaurant_id")?;
     let review_id = id(row.review_id, "review_id")?;
     let text = row.text.ok_or("missing text")?.trim().to_string();
@@ -321,54 +249,69 @@ pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> 
             text.len()
         ));
     }
-    let rating = match row
-        .rating
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(s) => match s.parse::<f64>() {
-            Ok(r) if (0.0..=5.0).contains(&r) => Some(r),
-            Ok(r) => return Err(format!("rating {r} is outside 0 to 5")),
-            Err(_) => return Err(format!("rating {s:?} is not a number")),
-        },
+    Ok(Review {
+        restaurant_id,
+        review_id,
+        content_hash: sha256_hex(text.as_bytes()),
+        text,
+        rating: rating(row.rating.as_deref())?,
+        created_at: created_at(row.created_at.as_deref())?,
+        lang: lang(row.lang.as_deref())?,
+    })
+}
+
+/// An optional field's value, trimmed; blank counts as absent.
+fn present(v: Option<&str>) -> Option<&str> {
+    v.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn id(v: Option<String>, name: &str) -> Result<String, String> {
+    let v = v.map(|s| s.trim().to_string()).unwrap_or_default();
+    if v.is_empty() {
+        return Err(format!("missing {name}"));
+    }
+    if v.chars().count() > MAX_ID_CHARS {
+        return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("{name} contains control characters"));
+    }
+    Ok(v)
+}
+
+fn rating(v: Option<&str>) -> Result<Option<f64>, String> {
+    let Some(s) = present(v) else {
+        return Ok(None);
     };
-    let created_at = match row
-        .created_at
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
-        None => None,
-        Some(s) if is_date(s) => Some(s.to_string()),
-        Some(s) => {
-            return Err(format!(
-                "created_at {s:?} is not an RFC 3339 timestamp or YYYY-MM-DD date"
-            ))
-        }
-    };
-    let lang = match row.lang.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => None,
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=5.0).contains(&r) => Ok(Some(r)),
+        Ok(r) => Err(format!("rating {r} is outside 0 to 5")),
+        Err(_) => Err(format!("rating {s:?} is not a number")),
+    }
+}
+
+fn created_at(v: Option<&str>) -> Result<Option<String>, String> {
+    match present(v) {
+        None => Ok(None),
+        Some(s) if is_date(s) => Ok(Some(s.to_string())),
+        Some(s) => Err(format!(
+            "created_at {s:?} is not an RFC 3339 timestamp or YYYY-MM-DD date"
+        )),
+    }
+}
+
+fn lang(v: Option<&str>) -> Result<Option<String>, String> {
+    match present(v) {
+        None => Ok(None),
         Some(s)
             if s.len() <= 16
                 && s.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
         {
-            Some(s.to_ascii_lowercase())
+            Ok(Some(s.to_ascii_lowercase()))
         }
-        Some(s) => return Err(format!("lang {s:?} is not a language code")),
-    };
-    let content_hash = hex(&Sha256::digest(text.as_bytes()));
-    Ok(Review {
-        restaurant_id,
-        review_id,
-        text,
-        rating,
-        created_at,
-        lang,
-        content_hash,
-    })
+        Some(s) => Err(format!("lang {s:?} is not a language code")),
+    }
 }
 
 fn is_date(s: &str) -> bool {

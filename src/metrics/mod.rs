@@ -5,35 +5,16 @@
 
 pub mod scrape;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// Error classes: only `Transient` is retried at the HTTP level; `InvalidOutput` gets the one
-/// repair retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    Transient,
-    Permanent,
-    ContextLength,
-    InvalidOutput,
-}
+use crate::domain::{ErrorClass, Failure, Kind};
 
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Transient => "transient",
-            Self::Permanent => "permanent",
-            Self::ContextLength => "context_length",
-            Self::InvalidOutput => "invalid_output",
-        }
-    }
-}
-
-/// One HTTP request to an LLM endpoint (a row of `vllm_metrics`).
+/// One HTTP request to an LLM endpoint (a row of `vllm_metrics`, which holds llama.cpp's requests
+/// too: the table keeps the name the app reads).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestMetrics {
     pub restaurant_id: String,
-    pub kind: String,
+    pub kind: Kind,
     /// 1 for the first request of an analysis, 2 for its repair retry, …
     pub attempt: u32,
     /// HTTP retries before this one for the same analysis attempt (over every model tried).
@@ -97,20 +78,64 @@ impl RequestMetrics {
     }
 }
 
-/// SLA thresholds a request must meet to count toward goodput (`vllm bench serve --goodput`).
-#[derive(Debug, Clone, Copy, Serialize, serde::Deserialize)]
+/// SLA thresholds a request must meet to count toward goodput (`vllm bench serve --goodput`);
+/// the job file's `[sla]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Sla {
+    /// Time to first token a request must meet to count as good.
     pub ttft_ms: f64,
+    /// Time per output token a request must meet to count as good.
     pub tpot_ms: f64,
+    /// End-to-end time a request must meet to count as good; unset = no limit.
     pub e2e_ms: Option<f64>,
 }
 
-/// What a run's GPU time costs.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+impl Default for Sla {
+    fn default() -> Self {
+        Self {
+            ttft_ms: 2000.0,
+            tpot_ms: 100.0,
+            e2e_ms: None,
+        }
+    }
+}
+
+/// What a run's GPU time costs; the job file's `[cost]`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Cost {
-    /// Price of one GPU hour; 0 = unknown (no cost reported).
+    /// Price of one GPU hour of the serving deployment; 0 = unknown (no cost in reports).
     pub gpu_usd_per_hour: f64,
+    /// GPUs the deployment uses during the run.
     pub gpus: f64,
+}
+
+/// Server-side sampling during a run; the job file's `[metrics]`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScrapeConfig {
+    /// Seconds between scrapes of each endpoint's Prometheus `/metrics` (and NVML); 0 = off.
+    pub scrape_interval_s: f64,
+    /// Sample GPU utilisation and memory through NVML where the library is present.
+    pub nvml: bool,
+}
+
+impl Default for ScrapeConfig {
+    fn default() -> Self {
+        Self {
+            scrape_interval_s: 5.0,
+            nvml: true,
+        }
+    }
+}
+
+impl ScrapeConfig {
+    /// The scrape interval; `None` = no scraping.
+    pub fn interval(&self) -> Option<std::time::Duration> {
+        (self.scrape_interval_s.is_finite() && self.scrape_interval_s > 0.0)
+            .then(|| std::time::Duration::from_secs_f64(self.scrape_interval_s))
+    }
 }
 
 /// p50, p95 and p99 of one latency, in ms.
@@ -135,9 +160,9 @@ impl Percentiles {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AnalysisMetrics {
     pub restaurant_id: String,
-    pub kind: String,
-    pub ok: bool,
-    pub failure_reason: Option<String>,
+    pub kind: Kind,
+    /// Why it failed; `None` when it is valid.
+    pub failure: Option<Failure>,
     pub attempts: u32,
     pub processing_ms: f64,
     pub prompt_tokens: u64,
@@ -147,6 +172,11 @@ pub struct AnalysisMetrics {
     /// Estimated prompt tokens of all the restaurant's reviews vs the selected ones.
     pub est_tokens_all_reviews: u64,
     pub est_tokens_selected: u64,
+}
+
+/// A latency for a table: whole milliseconds followed by `unit`, or `-` when there is none.
+pub fn fmt_ms(v: Option<f64>, unit: &str) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0}{unit}"))
 }
 
 /// Nearest-rank percentile of `values` (`p` in 0..=100); `None` when empty.
@@ -200,19 +230,8 @@ pub struct RunSummary {
     pub analysis_ms: f64,
     /// Wall time of the whole command (ingest and embedding included).
     pub wall_ms: f64,
-    /// Failure reasons with their counts, most frequent first.
+    /// Failure groups (see [`Failure::group`]) with their counts, most frequent first.
     pub failure_reasons: Vec<(String, usize)>,
-}
-
-/// The part of a failure reason that names its kind: the text before the first quoted value (the
-/// quoted text differs per item), so that equal failures count together.
-pub fn reason_group(reason: &str) -> String {
-    reason
-        .split('"')
-        .next()
-        .unwrap_or(reason)
-        .trim()
-        .to_string()
 }
 
 /// Accumulates request and analysis metrics while a run goes on.
@@ -257,17 +276,17 @@ impl RunTally {
 
     pub fn add_analysis(&mut self, a: &AnalysisMetrics) {
         // The restaurant's selection saving, counted once (on its first analysis).
-        if a.kind == "sentiment" {
+        if a.kind == Kind::Sentiment {
             self.summary.tokens_saved_by_selection += a
                 .est_tokens_all_reviews
                 .saturating_sub(a.est_tokens_selected);
         }
-        if a.ok {
-            self.summary.analyses_ok += 1;
-        } else {
-            self.summary.analyses_failed += 1;
-            let reason = a.failure_reason.as_deref().unwrap_or("unknown");
-            *self.reasons.entry(reason_group(reason)).or_default() += 1;
+        match &a.failure {
+            None => self.summary.analyses_ok += 1,
+            Some(f) => {
+                self.summary.analyses_failed += 1;
+                *self.reasons.entry(f.group.clone()).or_default() += 1;
+            }
         }
     }
 
@@ -340,16 +359,6 @@ mod tests {
         };
         assert_eq!(served.prefill_ms(), Some(40.0));
         assert_eq!(served.decode_ms(), Some(900.0));
-    }
-
-    #[test]
-    fn failure_reasons_group_without_their_quoted_values() {
-        assert_eq!(
-            reason_group(r#"content: strength title "R1" has no words"#),
-            "content: strength title"
-        );
-        let cut = "output cut at max_tokens (finish_reason=length) (after one repair retry)";
-        assert_eq!(reason_group(cut), cut);
     }
 
     #[test]

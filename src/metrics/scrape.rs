@@ -3,11 +3,19 @@
 //! `_sum` and `_count` kept) and, where the NVIDIA driver's NVML library is present, each GPU's
 //! utilisation and memory. Stored in `server_metrics`, one row per sample.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{now, Store};
+use crate::domain::now;
+
+/// Where samples are kept (the store implements it).
+#[async_trait]
+pub trait SampleSink: Send + Sync {
+    async fn put_samples(&self, run_id: i64, samples: Vec<Sample>) -> Result<(), String>;
+}
 
 /// One sampled value.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,7 +107,7 @@ impl Gpu {
 /// Samples every `interval` until `stop`, storing as it goes; returns the samples stored. A
 /// server without `/metrics` (or down) is skipped for that round, never an error.
 pub async fn run(
-    store: Store,
+    sink: Arc<dyn SampleSink>,
     run_id: i64,
     endpoints: Vec<String>,
     interval: Duration,
@@ -148,10 +156,7 @@ pub async fn run(
             continue;
         }
         let n = samples.len();
-        match store
-            .call(move |c| crate::store::results::put_samples(c, run_id, &samples))
-            .await
-        {
+        match sink.put_samples(run_id, samples).await {
             Ok(()) => stored += n,
             Err(e) => tracing::warn!(error = %e, "cannot store server metrics samples"),
         }

@@ -5,98 +5,78 @@
 //! computes the shared block once. Each review is shown by a short reference (`[R1]`) that the
 //! answers cite; the JSON schema sent with each request restricts `ref` to those references.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub mod batch;
+mod prompts;
 pub mod schema;
 pub mod tokens;
 
-use crate::config::MaxTokens;
-use crate::store::reviews::{hex, StoredReview};
+use crate::domain::{Kind, StoredReview};
+pub use prompts::{PlanError, Prompts};
 pub use schema::sentences;
 pub use tokens::{estimate_tokens, TokenCounter};
 
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error("cannot read prompt file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("prompt schema {path} is not valid JSON: {source}")]
-    Schema {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-    #[error("cannot load tokenizer {path}: {message}")]
-    Tokenizer { path: PathBuf, message: String },
+/// The job file's `[plan]` section.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PlanConfig {
+    /// The served model's `tokenizer.json` (Hugging Face format): exact token counts for batching
+    /// and scheduling. Unset: the documented estimate of [`estimate_tokens`].
+    pub tokenizer: Option<PathBuf>,
+    /// Most reviews one sentiment request labels.
+    pub sentiment_batch_reviews: usize,
+    /// Most review tokens one sentiment request labels.
+    pub sentiment_batch_tokens: u64,
 }
 
-/// The three analyses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    Sentiment,
-    Summary,
-    Strengths,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Sentiment, Kind::Summary, Kind::Strengths];
-    pub const NAMES: [&'static str; 3] = ["sentiment", "summary", "strengths"];
-
-    pub fn as_str(self) -> &'static str {
-        Self::NAMES[self as usize]
+impl Default for PlanConfig {
+    fn default() -> Self {
+        Self {
+            tokenizer: None,
+            sentiment_batch_reviews: 16,
+            sentiment_batch_tokens: 2048,
+        }
     }
 }
 
-/// The prompt files, loaded once per run.
-#[derive(Debug, Clone)]
-pub struct Prompts {
-    system: String,
-    tasks: [String; 3],
-    schemas: [Value; 3],
-    /// First 16 hex digits of the sha256 over every prompt and schema file: results are
-    /// versioned by it, so editing a prompt makes every restaurant current-less again.
-    pub version: String,
+impl PlanConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.sentiment_batch_reviews == 0 || self.sentiment_batch_tokens == 0 {
+            return Err(
+                "plan.sentiment_batch_reviews and plan.sentiment_batch_tokens must be at least 1"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            reviews: self.sentiment_batch_reviews,
+            tokens: self.sentiment_batch_tokens,
+        }
+    }
 }
 
-impl Prompts {
-    pub fn load(dir: &Path) -> Result<Self, PlanError> {
-        let read = |name: &str| {
-            let path = dir.join(name);
-            std::fs::read_to_string(&path).map_err(|source| PlanError::Read { path, source })
-        };
-        let mut h = Sha256::new();
-        let system = read("system.md")?;
-        h.update(system.as_bytes());
-        let mut tasks: [String; 3] = Default::default();
-        let mut schemas: [Value; 3] = Default::default();
-        for k in Kind::ALL {
-            let task = read(&format!("{}.md", k.as_str()))?;
-            let schema_name = format!("{}.schema.json", k.as_str());
-            let schema_text = read(&schema_name)?;
-            h.update([0]);
-            h.update(task.as_bytes());
-            h.update([0]);
-            h.update(schema_text.as_bytes());
-            schemas[k as usize] =
-                serde_json::from_str(&schema_text).map_err(|source| PlanError::Schema {
-                    path: dir.join(&schema_name),
-                    source,
-                })?;
-            tasks[k as usize] = task;
+/// Output budget per analysis kind; a reply cut at this budget is a failure, never a result.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxTokens {
+    pub sentiment: u32,
+    pub summary: u32,
+    pub strengths: u32,
+}
+
+impl MaxTokens {
+    pub fn of(&self, kind: Kind) -> u32 {
+        match kind {
+            Kind::Sentiment => self.sentiment,
+            Kind::Summary => self.summary,
+            Kind::Strengths => self.strengths,
         }
-        Ok(Self {
-            system: system.trim().to_string(),
-            tasks,
-            schemas,
-            version: hex(&h.finalize())[..16].to_string(),
-        })
     }
 }
 
@@ -135,7 +115,6 @@ pub struct PlannedRequest {
 #[derive(Debug, Clone)]
 pub struct RestaurantPlan {
     pub restaurant_id: String,
-    pub refs: Vec<ReviewRef>,
     pub requests: Vec<PlannedRequest>,
 }
 
@@ -157,7 +136,6 @@ pub struct Planner {
 impl Planner {
     /// Builds the plan from the selected reviews, in selection order.
     pub fn plan(&self, restaurant_id: &str, selected: &[StoredReview]) -> RestaurantPlan {
-        let p = &self.prompts;
         let refs: Vec<ReviewRef> = selected
             .iter()
             .enumerate()
@@ -167,64 +145,80 @@ impl Planner {
                 text: r.text.clone(),
             })
             .collect();
-        let language = language_of(selected);
-        let mut shared = format!("Reviews ({}):\n", refs.len());
-        for r in &refs {
+        let shared = Shared::new(self, &refs, language_of(selected));
+        let sizes: Vec<u64> = refs.iter().map(|r| self.counter.count(&r.text)).collect();
+        let sentiment_groups = batch::pack(&sizes, self.limits)
+            .iter()
+            .map(|b| b.iter().map(|&i| refs[i].clone()).collect())
+            .collect::<Vec<Vec<ReviewRef>>>();
+        let mut requests: Vec<PlannedRequest> = sentiment_groups
+            .into_iter()
+            .map(|g| self.request(Kind::Sentiment, g, &shared))
+            .collect();
+        for kind in [Kind::Summary, Kind::Strengths] {
+            requests.push(self.request(kind, refs.clone(), &shared));
+        }
+        RestaurantPlan {
+            restaurant_id: restaurant_id.to_string(),
+            requests,
+        }
+    }
+
+    /// One request: the shared prefix, then this kind's task over `group`.
+    fn request(&self, kind: Kind, group: Vec<ReviewRef>, shared: &Shared<'_>) -> PlannedRequest {
+        let p = &self.prompts;
+        let names: Vec<&str> = group.iter().map(|r| r.reference.as_str()).collect();
+        let task = p.tasks[kind as usize]
+            .replace("{{n}}", &group.len().to_string())
+            .replace("{{refs}}", &names.join(", "))
+            .replace("{{language}}", shared.language);
+        let task = format!("\n{}", task.trim());
+        PlannedRequest {
+            kind,
+            messages: vec![
+                Message {
+                    role: "system",
+                    content: p.system.clone(),
+                },
+                Message {
+                    role: "user",
+                    content: format!("{}{task}", shared.reviews),
+                },
+            ],
+            schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &group),
+            max_tokens: self.max.of(kind),
+            refs: group,
+            prompt_tokens: shared.tokens + self.counter.count(&task),
+            prefix_tokens: shared.tokens,
+        }
+    }
+}
+
+/// What every request of a restaurant starts with.
+struct Shared<'a> {
+    /// The reviews block of the user message, one line per review.
+    reviews: String,
+    /// Tokens of the system text and the reviews block.
+    tokens: u64,
+    language: &'a str,
+}
+
+impl<'a> Shared<'a> {
+    fn new(planner: &Planner, refs: &[ReviewRef], language: &'a str) -> Self {
+        let mut reviews = format!("Reviews ({}):\n", refs.len());
+        for r in refs {
             // One line per review keeps references unambiguous.
-            shared.push_str(&format!(
+            reviews.push_str(&format!(
                 "[{}] {}\n",
                 r.reference,
                 r.text.replace(['\n', '\r'], " ")
             ));
         }
-        let prefix_tokens = self.counter.count(&p.system) + self.counter.count(&shared);
-        let sizes: Vec<u64> = refs.iter().map(|r| self.counter.count(&r.text)).collect();
-        let batches = batch::pack(&sizes, self.limits);
-        let mut requests = Vec::new();
-        for kind in Kind::ALL {
-            let groups: Vec<Vec<ReviewRef>> = match kind {
-                Kind::Sentiment => batches
-                    .iter()
-                    .map(|b| b.iter().map(|&i| refs[i].clone()).collect())
-                    .collect(),
-                _ => vec![refs.clone()],
-            };
-            for group in groups {
-                let names: Vec<&str> = group.iter().map(|r| r.reference.as_str()).collect();
-                let task = p.tasks[kind as usize]
-                    .replace("{{n}}", &group.len().to_string())
-                    .replace("{{refs}}", &names.join(", "))
-                    .replace("{{language}}", language);
-                let task = format!("\n{}", task.trim());
-                let user = format!("{shared}{task}");
-                requests.push(PlannedRequest {
-                    kind,
-                    messages: vec![
-                        Message {
-                            role: "system",
-                            content: p.system.clone(),
-                        },
-                        Message {
-                            role: "user",
-                            content: user,
-                        },
-                    ],
-                    schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &group),
-                    max_tokens: match kind {
-                        Kind::Sentiment => self.max.sentiment,
-                        Kind::Summary => self.max.summary,
-                        Kind::Strengths => self.max.strengths,
-                    },
-                    refs: group,
-                    prompt_tokens: prefix_tokens + self.counter.count(&task),
-                    prefix_tokens,
-                });
-            }
-        }
-        RestaurantPlan {
-            restaurant_id: restaurant_id.to_string(),
-            refs,
-            requests,
+        let tokens = planner.counter.count(&planner.prompts.system) + planner.counter.count(&reviews);
+        Self {
+            reviews,
+            tokens,
+            language,
         }
     }
 }
@@ -253,6 +247,7 @@ pub fn is_hangul(c: char) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::path::Path;
 
     fn review(id: &str, text: &str, lang: &str) -> StoredReview {
         StoredReview {

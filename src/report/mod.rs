@@ -5,11 +5,10 @@
 
 pub mod html;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::metrics::{AnalysisMetrics, RequestMetrics, RunSummary, RunTally};
-use crate::store::StoreError;
+use crate::metrics::{fmt_ms, RunSummary, RunTally};
+use crate::store::{Day, Db, StoreError};
 
 /// A run's record.
 #[derive(Debug, Clone, Serialize)]
@@ -55,74 +54,34 @@ pub struct RunReport {
     pub samples: Vec<SamplePoint>,
 }
 
-fn millis(ts: &str) -> Option<f64> {
+fn epoch_ms(ts: &str) -> Option<f64> {
     chrono::DateTime::parse_from_rfc3339(ts)
         .ok()
         .map(|t| t.timestamp_millis() as f64)
 }
 
 /// The newest run, or `run_id`.
-pub fn load(conn: &Connection, run_id: Option<i64>) -> Result<Option<RunReport>, StoreError> {
-    let q = "SELECT run_id, job_name, command, model, status, started_at, finished_at, wall_ms, summary_json
-             FROM runs WHERE (?1 IS NULL OR run_id = ?1) ORDER BY run_id DESC LIMIT 1";
-    let row = conn
-        .query_row(q, params![run_id], |r| {
-            Ok((
-                RunInfo {
-                    run_id: r.get(0)?,
-                    job_name: r.get(1)?,
-                    command: r.get(2)?,
-                    model: r.get(3)?,
-                    status: r.get(4)?,
-                    started_at: r.get(5)?,
-                    finished_at: r.get(6)?,
-                },
-                r.get::<_, Option<f64>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-            ))
-        })
-        .optional()?;
-    let Some((run, wall_ms, summary_json)) = row else {
+pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreError> {
+    let Some(rec) = db.run(run_id)? else {
         return Ok(None);
     };
-    let mut q = conn.prepare(
-        "SELECT started_at, kind, status, coalesce(meets_sla, 0), queue_ms, ttft_ms, e2e_ms,
-                completion_tokens, prompt_tokens, cached_tokens, itl_mean_ms
-         FROM vllm_metrics WHERE run_id = ?1 ORDER BY started_at, id",
-    )?;
-    let rows = q.query_map([run.run_id], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            RequestMetrics {
-                kind: r.get(1)?,
-                ok: r.get::<_, String>(2)? == "ok",
-                queue_ms: r.get(4)?,
-                ttft_ms: r.get(5)?,
-                e2e_ms: r.get(6)?,
-                completion_tokens: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
-                prompt_tokens: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-                cached_tokens: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
-                itl_mean_ms: r.get(10)?,
-                ..Default::default()
-            },
-            r.get::<_, bool>(3)?,
-        ))
-    })?;
-    let rows: Vec<_> = rows.collect::<Result<_, _>>()?;
+    let rows = db.run_requests(rec.run_id)?;
+    // Times are seconds from the run's first request (its start if it sent none).
     let t0 = rows
         .iter()
-        .filter_map(|(at, _, _)| millis(at))
+        .filter_map(|(at, _, _)| epoch_ms(at))
         .fold(f64::INFINITY, f64::min);
     let t0 = if t0.is_finite() {
         t0
     } else {
-        millis(&run.started_at).unwrap_or(0.0)
+        epoch_ms(&rec.started_at).unwrap_or(0.0)
     };
-    let requests: Vec<RequestPoint> = rows
+    let t_s = |at: &str| (epoch_ms(at).unwrap_or(t0) - t0) / 1000.0;
+    let requests = rows
         .iter()
         .map(|(at, m, meets)| RequestPoint {
-            t_s: (millis(at).unwrap_or(t0) - t0) / 1000.0,
-            kind: m.kind.clone(),
+            t_s: t_s(at),
+            kind: m.kind.as_str().to_string(),
             ok: m.ok,
             meets_sla: *meets,
             queue_ms: m.queue_ms,
@@ -132,39 +91,37 @@ pub fn load(conn: &Connection, run_id: Option<i64>) -> Result<Option<RunReport>,
             completion_tokens: m.completion_tokens.unwrap_or(0),
         })
         .collect();
-    let summary = match summary_json.and_then(|j| serde_json::from_str(&j).ok()) {
+    let summary = match rec.summary {
         Some(s) => s,
-        // A run that stopped before its summary was written: rebuilt from its requests.
+        // A run that stopped before its summary was written: rebuilt from its rows.
         None => {
             let mut t = RunTally::default();
             rows.iter()
                 .for_each(|(_, m, meets)| t.add_judged(m, *meets));
-            for a in analyses(conn, run.run_id)? {
-                t.add_analysis(&a);
-            }
-            t.finish(wall_ms.unwrap_or(0.0), Default::default())
+            db.run_analyses(rec.run_id)?
+                .iter()
+                .for_each(|a| t.add_analysis(a));
+            t.finish(rec.wall_ms.unwrap_or(0.0), Default::default())
         }
     };
-    let mut q = conn.prepare(
-        "SELECT at, name, sum(value) FROM server_metrics WHERE run_id = ?1
-         GROUP BY at, name ORDER BY at",
-    )?;
-    let samples = q
-        .query_map([run.run_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, f64>(2)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?
+    let samples = db
+        .run_samples(rec.run_id)?
         .into_iter()
         .map(|(at, name, value)| SamplePoint {
-            t_s: (millis(&at).unwrap_or(t0) - t0) / 1000.0,
+            t_s: t_s(&at),
             name,
             value,
         })
         .collect();
+    let run = RunInfo {
+        run_id: rec.run_id,
+        job_name: rec.job_name,
+        command: rec.command,
+        model: rec.model,
+        status: rec.status.to_string(),
+        started_at: rec.started_at,
+        finished_at: rec.finished_at,
+    };
     Ok(Some(RunReport {
         run,
         summary,
@@ -173,27 +130,8 @@ pub fn load(conn: &Connection, run_id: Option<i64>) -> Result<Option<RunReport>,
     }))
 }
 
-fn analyses(conn: &Connection, run_id: i64) -> Result<Vec<AnalysisMetrics>, StoreError> {
-    let mut q = conn.prepare(
-        "SELECT restaurant_id, kind, outcome, failure_reason, est_tokens_all_reviews, est_tokens_selected
-         FROM analysis_metrics WHERE run_id = ?1",
-    )?;
-    let rows = q.query_map([run_id], |r| {
-        Ok(AnalysisMetrics {
-            restaurant_id: r.get(0)?,
-            kind: r.get(1)?,
-            ok: r.get::<_, String>(2)? == "ok",
-            failure_reason: r.get(3)?,
-            est_tokens_all_reviews: r.get::<_, i64>(4)? as u64,
-            est_tokens_selected: r.get::<_, i64>(5)? as u64,
-            ..Default::default()
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 fn ms(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.0}"))
+    fmt_ms(v, "")
 }
 
 /// The terminal table.
@@ -289,36 +227,6 @@ pub fn table(r: &RunReport) -> String {
         }
     }
     out
-}
-
-/// One day of the `daily_metrics` view.
-#[derive(Debug, Clone, Serialize)]
-pub struct Day {
-    pub day: String,
-    pub requests: i64,
-    pub good: i64,
-    pub sla_compliance_pct: Option<f64>,
-    pub goodput_rps: Option<f64>,
-    pub ttft_mean_ms: Option<f64>,
-}
-
-/// The last `days` days of `daily_metrics`, newest first.
-pub fn daily(conn: &Connection, days: u32) -> Result<Vec<Day>, StoreError> {
-    let mut q = conn.prepare(
-        "SELECT day, requests, good, sla_compliance_pct, goodput_rps, ttft_mean_ms FROM daily_metrics
-         WHERE day >= date('now', '-' || ?1 || ' days') ORDER BY day DESC",
-    )?;
-    let rows = q.query_map([days], |r| {
-        Ok(Day {
-            day: r.get(0)?,
-            requests: r.get(1)?,
-            good: r.get(2)?,
-            sla_compliance_pct: r.get(3)?,
-            goodput_rps: r.get(4)?,
-            ttft_mean_ms: r.get(5)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn daily_table(days: &[Day]) -> String {

@@ -1,10 +1,16 @@
-//! store: SQLite in WAL mode holds reviews, embeddings, runs, results and metrics.
+//! store: SQLite in WAL mode holds reviews, embeddings, runs, results and metrics. All of
+//! palate's SQL is in this folder: [`Db`] is the typed, synchronous API over one connection, and
+//! [`Store`] runs a `Db` on a dedicated thread fed by a channel, so SQLite's blocking calls never
+//! run on the async runtime and writes never contend for the lock.
 //!
-//! All writes of a running pipeline go through one dedicated thread ([`Store`]) fed by a channel,
-//! so SQLite's blocking calls never run on the async runtime and writes never contend for the lock.
+//! - [`reviews`]: reviews, restaurants and the embedding cache; ingest's writer.
+//! - [`results`]: analysis results and their metrics; [`ResultSink`], the seam for the app's
+//!   database.
+//! - [`runs`]: run records, server samples and the queries behind `palate report`.
 
 pub mod results;
 pub mod reviews;
+pub mod runs;
 mod schema;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +19,9 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use results::{RestaurantResults, ResultRow, ResultSink, StoredResult};
+pub use reviews::{IngestWriter, RestaurantRow, Upsert};
+pub use runs::{Day, RunRecord, RunStart};
 pub use schema::MIGRATIONS;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,27 +46,34 @@ pub enum StoreError {
     Closed,
 }
 
-/// Opens (creating if needed) the database, sets WAL and applies migrations.
-pub fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+/// One open database: the typed API every SQL statement of palate sits behind.
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    /// Opens (creating if needed) the database, sets WAL and applies migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Folder {
+                path: path.into(),
+                source,
+            })?;
+        }
+        let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.into(),
             source,
         })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        schema::migrate(&mut conn)?;
+        Ok(Self { conn })
     }
-    let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
-        path: path.into(),
-        source,
-    })?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))?;
-    schema::migrate(&mut conn)?;
-    Ok(conn)
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+type Job = Box<dyn FnOnce(&mut Db) + Send>;
 
 /// Handle to the store thread. Cheap to clone; the thread ends when the last handle is dropped.
 #[derive(Clone)]
@@ -67,13 +83,13 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let mut conn = open_connection(path)?;
+        let mut db = Db::open(path)?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("palate-store".into())
             .spawn(move || {
                 for job in rx {
-                    job(&mut conn);
+                    job(&mut db);
                 }
             })
             .map_err(|e| StoreError::Folder {
@@ -83,27 +99,32 @@ impl Store {
         Ok(Self { tx })
     }
 
-    /// Runs `f` on the store thread and waits for its result. The caller's tracing span goes
-    /// with it, so log lines from SQLite work stay attached to the restaurant they belong to.
-    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// Runs `f` on the store thread and waits for what it returns: for long synchronous work
+    /// such as ingesting a file. The caller's tracing span goes with it, so log lines stay
+    /// attached to the restaurant or file they belong to.
+    pub async fn with_db<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&mut Db) -> T + Send + 'static,
     {
         let (done, wait) = oneshot::channel();
         let span = tracing::Span::current();
-        let job: Job = Box::new(move |conn| {
+        let job: Job = Box::new(move |db| {
             let _entered = span.enter();
-            let _ = done.send(f(conn));
+            let _ = done.send(f(db));
         });
         self.tx.send(job).map_err(|_| StoreError::Closed)?;
-        wait.await.map_err(|_| StoreError::Closed)?
+        wait.await.map_err(|_| StoreError::Closed)
     }
-}
 
-/// Current time as RFC 3339 UTC with milliseconds, the format of every timestamp column.
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    /// [`Store::with_db`] for a fallible `f`.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.with_db(f).await?
+    }
 }
 
 #[cfg(test)]
@@ -114,8 +135,8 @@ mod tests {
     fn migrations_apply_once_and_reopen_is_a_no_op() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub/p.db");
-        drop(open_connection(&p).unwrap());
-        let c = open_connection(&p).unwrap();
+        drop(Db::open(&p).unwrap());
+        let c = Db::open(&p).unwrap().conn;
         let v: i64 = c
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
@@ -130,11 +151,11 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.db");
-        let c = open_connection(&p).unwrap();
+        let c = Db::open(&p).unwrap().conn;
         c.pragma_update(None, "user_version", 99).unwrap();
         drop(c);
         assert!(matches!(
-            open_connection(&p),
+            Db::open(&p),
             Err(StoreError::TooNew { found: 99, .. })
         ));
     }
@@ -143,10 +164,7 @@ mod tests {
     async fn store_thread_runs_calls_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(&dir.path().join("p.db")).unwrap();
-        let n = s
-            .call(|c| Ok(c.query_row("SELECT count(*) FROM reviews", [], |r| r.get::<_, i64>(0))?))
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
+        assert_eq!(s.restaurant_count().await.unwrap(), 0);
+        assert!(s.restaurant("x".into()).await.unwrap().is_none());
     }
 }

@@ -1,12 +1,16 @@
-//! Reviews, restaurants and the embedding cache.
+//! Reviews, restaurants and the embedding cache; [`IngestWriter`], through which ingest stores a
+//! file's rows.
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
-use super::{now, StoreError};
-use crate::ingest::Review;
+use super::{Db, Store, StoreError};
+use crate::domain::{hex, now, Review, StoredReview};
+
+/// Rows stored per transaction while ingesting.
+const COMMIT_EVERY: usize = 2000;
 
 /// What storing one valid row did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,221 +24,323 @@ pub enum Upsert {
     OtherRestaurant(String),
 }
 
-/// Stores one review; `source` and `line` say where it came from.
-pub fn upsert_review(
-    tx: &Connection,
-    r: &Review,
-    source: &str,
-    line: u64,
-) -> Result<Upsert, StoreError> {
-    // (restaurant_id, content_hash, rating, created_at, lang) of the stored row.
-    type Stored = (String, String, Option<f64>, Option<String>, Option<String>);
-    let existing: Option<Stored> = tx
-        .query_row(
-            "SELECT restaurant_id, content_hash, rating, created_at, lang FROM reviews WHERE review_id = ?1",
-            [&r.review_id],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
-        )
-        .optional()?;
-    let outcome = match existing {
-        Some((rid, _, _, _, _)) if rid != r.restaurant_id => {
-            return Ok(Upsert::OtherRestaurant(rid))
-        }
-        Some((_, hash, rating, created, lang))
-            if hash == r.content_hash
-                && rating == r.rating
-                && created == r.created_at
-                && lang == r.lang =>
-        {
-            return Ok(Upsert::Unchanged)
-        }
-        Some(_) => Upsert::Updated,
-        None => Upsert::Inserted,
-    };
-    tx.execute(
-        "INSERT INTO reviews (review_id, restaurant_id, text, rating, created_at, lang, content_hash,
-                              source_file, source_line, ingested_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT (review_id) DO UPDATE SET text = excluded.text, rating = excluded.rating,
-             created_at = excluded.created_at, lang = excluded.lang, content_hash = excluded.content_hash,
-             source_file = excluded.source_file, source_line = excluded.source_line,
-             ingested_at = excluded.ingested_at",
-        params![
-            r.review_id, r.restaurant_id, r.text, r.rating, r.created_at, r.lang, r.content_hash,
-            source, line as i64, now()
-        ],
-    )?;
-    Ok(outcome)
-}
-
-/// Recomputes the input hash and review count of the given restaurants.
-pub fn refresh_restaurants(tx: &Connection, ids: &BTreeSet<String>) -> Result<(), StoreError> {
-    let mut q = tx.prepare(
-        "SELECT review_id, content_hash FROM reviews WHERE restaurant_id = ?1 ORDER BY review_id",
-    )?;
-    for id in ids {
-        let mut h = Sha256::new();
-        let mut n = 0i64;
-        let mut rows = q.query([id])?;
-        while let Some(row) = rows.next()? {
-            h.update(
-                row.get_ref(0)?
-                    .as_str()
-                    .map_err(rusqlite::Error::from)?
-                    .as_bytes(),
-            );
-            h.update([0]);
-            h.update(
-                row.get_ref(1)?
-                    .as_str()
-                    .map_err(rusqlite::Error::from)?
-                    .as_bytes(),
-            );
-            h.update([0]);
-            n += 1;
-        }
-        tx.execute(
-            "INSERT INTO restaurants (restaurant_id, input_hash, review_count, updated_at)
-             VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (restaurant_id) DO UPDATE SET input_hash = excluded.input_hash,
-                 review_count = excluded.review_count, updated_at = excluded.updated_at
-             WHERE restaurants.input_hash != excluded.input_hash",
-            params![id, hex(&h.finalize()), n, now()],
-        )?;
-    }
-    Ok(())
-}
-
 /// A restaurant as the pipeline sees it.
 #[derive(Debug, Clone)]
 pub struct RestaurantRow {
     pub restaurant_id: String,
-    pub input_hash: String,
+    /// sha256 over its (review_id, content_hash) pairs, sorted (`restaurants.input_hash`): changes
+    /// whenever a review is added, edited or removed.
+    pub reviews_hash: String,
     pub review_count: usize,
 }
 
 fn restaurant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestaurantRow> {
     Ok(RestaurantRow {
         restaurant_id: r.get(0)?,
-        input_hash: r.get(1)?,
+        reviews_hash: r.get(1)?,
         review_count: r.get::<_, i64>(2)? as usize,
     })
 }
 
-/// Up to `limit` restaurants after `after` in id order: runs pull the catalogue page by page, so
-/// memory does not grow with it.
-pub fn restaurants_after(
-    conn: &Connection,
-    after: &str,
-    limit: usize,
-) -> Result<Vec<RestaurantRow>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "SELECT restaurant_id, input_hash, review_count FROM restaurants
-         WHERE restaurant_id > ?1 ORDER BY restaurant_id LIMIT ?2",
-    )?;
-    let rows = q.query_map(rusqlite::params![after, limit as i64], restaurant_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+/// Stores the rows of one input file: remembers the ids it has seen (on disk, in a temporary
+/// table, so memory stays flat on huge files), commits every [`COMMIT_EVERY`] rows, and
+/// refreshes the restaurants it touched when it finishes. Rows stored before an error stay.
+pub struct IngestWriter<'db> {
+    db: &'db mut Db,
+    touched: BTreeSet<String>,
+    pending: usize,
 }
 
-pub fn restaurant_count(conn: &Connection) -> Result<u64, StoreError> {
-    Ok(conn.query_row("SELECT count(*) FROM restaurants", [], |r| {
-        r.get::<_, i64>(0)
-    })? as u64)
-}
-
-pub fn restaurant(conn: &Connection, id: &str) -> Result<Option<RestaurantRow>, StoreError> {
-    Ok(conn
-        .query_row(
-            "SELECT restaurant_id, input_hash, review_count FROM restaurants WHERE restaurant_id = ?1",
-            [id],
-            restaurant_row,
-        )
-        .optional()?)
-}
-
-/// A stored review with what selection and prompts need.
-#[derive(Debug, Clone)]
-pub struct StoredReview {
-    pub review_id: String,
-    pub text: String,
-    pub content_hash: String,
-    pub lang: Option<String>,
-    pub rating: Option<f64>,
-}
-
-pub fn restaurant_reviews(conn: &Connection, id: &str) -> Result<Vec<StoredReview>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "SELECT review_id, text, content_hash, lang, rating FROM reviews
-         WHERE restaurant_id = ?1 ORDER BY review_id",
-    )?;
-    let rows = q.query_map([id], |r| {
-        Ok(StoredReview {
-            review_id: r.get(0)?,
-            text: r.get(1)?,
-            content_hash: r.get(2)?,
-            lang: r.get(3)?,
-            rating: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-/// Up to `limit` distinct review texts that have no embedding for `model_id` yet, of one
-/// restaurant or (`None`) of all.
-pub fn missing_embeddings(
-    conn: &Connection,
-    model_id: &str,
-    restaurant_id: Option<&str>,
-    limit: usize,
-) -> Result<Vec<(String, String)>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "SELECT r.content_hash, MIN(r.text) FROM reviews r
-         LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?1
-         WHERE e.content_hash IS NULL AND (?2 IS NULL OR r.restaurant_id = ?2)
-         GROUP BY r.content_hash LIMIT ?3",
-    )?;
-    let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub fn put_embeddings(
-    conn: &mut Connection,
-    model_id: &str,
-    items: &[(String, Vec<f32>)],
-) -> Result<(), StoreError> {
-    let tx = conn.transaction()?;
-    {
-        let mut q = tx.prepare_cached(
-            "INSERT OR REPLACE INTO embeddings (content_hash, model_id, dim, vector, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+impl Db {
+    /// Starts storing one input file's rows.
+    pub fn ingest_writer(&mut self) -> Result<IngestWriter<'_>, StoreError> {
+        self.conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS ingest_seen (review_id TEXT PRIMARY KEY, line INTEGER NOT NULL);
+             DELETE FROM ingest_seen;
+             BEGIN;",
         )?;
-        let at = now();
-        for (hash, v) in items {
-            q.execute(params![hash, model_id, v.len() as i64, to_blob(v), at])?;
-        }
+        Ok(IngestWriter {
+            db: self,
+            touched: BTreeSet::new(),
+            pending: 0,
+        })
     }
-    tx.commit()?;
-    Ok(())
 }
 
-/// The restaurant's review ids and embedding vectors for `model_id` (reviews not yet embedded
-/// are left out).
-pub fn restaurant_vectors(
-    conn: &Connection,
-    restaurant_id: &str,
-    model_id: &str,
-) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
-    let mut q = conn.prepare_cached(
-        "SELECT r.review_id, e.vector FROM reviews r
-         JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?2
-         WHERE r.restaurant_id = ?1 ORDER BY r.review_id",
-    )?;
-    let rows = q.query_map(params![restaurant_id, model_id], |r| {
-        Ok((r.get::<_, String>(0)?, from_blob(r.get_ref(1)?.as_blob()?)))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+impl IngestWriter<'_> {
+    /// Records that `review_id` is on `line` of this file; returns the line it was first seen on
+    /// if it was seen before (the row is then a duplicate and nothing is recorded).
+    pub fn first_seen(&mut self, review_id: &str, line: u64) -> Result<Option<u64>, StoreError> {
+        let c = &self.db.conn;
+        let first: Option<i64> = c
+            .query_row(
+                "SELECT line FROM ingest_seen WHERE review_id = ?1",
+                [review_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if first.is_none() {
+            c.execute(
+                "INSERT INTO ingest_seen (review_id, line) VALUES (?1, ?2)",
+                params![review_id, line as i64],
+            )?;
+        }
+        Ok(first.map(|l| l as u64))
+    }
+
+    /// Stores one review; `source` and `line` say where it came from.
+    pub fn upsert(&mut self, r: &Review, source: &str, line: u64) -> Result<Upsert, StoreError> {
+        let outcome = self.db.upsert_review(r, source, line)?;
+        if !matches!(outcome, Upsert::OtherRestaurant(_)) {
+            self.touched.insert(r.restaurant_id.clone());
+            self.pending += 1;
+            if self.pending >= COMMIT_EVERY {
+                self.db.conn.execute_batch("COMMIT; BEGIN;")?;
+                self.pending = 0;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Refreshes the touched restaurants and commits.
+    pub fn finish(self) -> Result<(), StoreError> {
+        self.db.refresh_restaurants(&self.touched)?;
+        self.db
+            .conn
+            .execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
+        Ok(())
+    }
+}
+
+impl Db {
+    fn upsert_review(&self, r: &Review, source: &str, line: u64) -> Result<Upsert, StoreError> {
+        // (restaurant_id, content_hash, rating, created_at, lang) of the stored row.
+        type Stored = (String, String, Option<f64>, Option<String>, Option<String>);
+        let existing: Option<Stored> = self
+            .conn
+            .query_row(
+                "SELECT restaurant_id, content_hash, rating, created_at, lang FROM reviews WHERE review_id = ?1",
+                [&r.review_id],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
+            )
+            .optional()?;
+        let outcome = match existing {
+            Some((rid, ..)) if rid != r.restaurant_id => return Ok(Upsert::OtherRestaurant(rid)),
+            Some((_, hash, rating, created, lang))
+                if hash == r.content_hash
+                    && rating == r.rating
+                    && created == r.created_at
+                    && lang == r.lang =>
+            {
+                return Ok(Upsert::Unchanged)
+            }
+            Some(_) => Upsert::Updated,
+            None => Upsert::Inserted,
+        };
+        self.conn.execute(
+            "INSERT INTO reviews (review_id, restaurant_id, text, rating, created_at, lang, content_hash,
+                                  source_file, source_line, ingested_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (review_id) DO UPDATE SET text = excluded.text, rating = excluded.rating,
+                 created_at = excluded.created_at, lang = excluded.lang, content_hash = excluded.content_hash,
+                 source_file = excluded.source_file, source_line = excluded.source_line,
+                 ingested_at = excluded.ingested_at",
+            params![
+                r.review_id, r.restaurant_id, r.text, r.rating, r.created_at, r.lang, r.content_hash,
+                source, line as i64, now()
+            ],
+        )?;
+        Ok(outcome)
+    }
+
+    /// Recomputes the reviews hash and review count of the given restaurants.
+    fn refresh_restaurants(&self, ids: &BTreeSet<String>) -> Result<(), StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT review_id, content_hash FROM reviews WHERE restaurant_id = ?1 ORDER BY review_id",
+        )?;
+        for id in ids {
+            let mut h = Sha256::new();
+            let mut n = 0i64;
+            let mut rows = q.query([id])?;
+            while let Some(row) = rows.next()? {
+                for col in 0..2 {
+                    let v = row.get_ref(col)?.as_str().map_err(rusqlite::Error::from)?;
+                    h.update(v.as_bytes());
+                    h.update([0]);
+                }
+                n += 1;
+            }
+            self.conn.execute(
+                "INSERT INTO restaurants (restaurant_id, input_hash, review_count, updated_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (restaurant_id) DO UPDATE SET input_hash = excluded.input_hash,
+                     review_count = excluded.review_count, updated_at = excluded.updated_at
+                 WHERE restaurants.input_hash != excluded.input_hash",
+                params![id, hex(&h.finalize()), n, now()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` restaurants after `after` in id order: runs pull the catalogue page by
+    /// page, so memory does not grow with it.
+    pub fn restaurants_after(
+        &self,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<RestaurantRow>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT restaurant_id, input_hash, review_count FROM restaurants
+             WHERE restaurant_id > ?1 ORDER BY restaurant_id LIMIT ?2",
+        )?;
+        let rows = q.query_map(params![after, limit as i64], restaurant_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn restaurant_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM restaurants", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+    }
+
+    pub fn restaurant(&self, id: &str) -> Result<Option<RestaurantRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT restaurant_id, input_hash, review_count FROM restaurants WHERE restaurant_id = ?1",
+                [id],
+                restaurant_row,
+            )
+            .optional()?)
+    }
+
+    pub fn restaurant_reviews(&self, id: &str) -> Result<Vec<StoredReview>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT review_id, text, content_hash, lang, rating FROM reviews
+             WHERE restaurant_id = ?1 ORDER BY review_id",
+        )?;
+        let rows = q.query_map([id], |r| {
+            Ok(StoredReview {
+                review_id: r.get(0)?,
+                text: r.get(1)?,
+                content_hash: r.get(2)?,
+                lang: r.get(3)?,
+                rating: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` distinct (content hash, text) pairs that have no embedding for `model_id`
+    /// yet, of one restaurant or (`None`) of all.
+    pub fn missing_embeddings(
+        &self,
+        model_id: &str,
+        restaurant_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT r.content_hash, MIN(r.text) FROM reviews r
+             LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?1
+             WHERE e.content_hash IS NULL AND (?2 IS NULL OR r.restaurant_id = ?2)
+             GROUP BY r.content_hash LIMIT ?3",
+        )?;
+        let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn put_embeddings(
+        &mut self,
+        model_id: &str,
+        items: &[(String, Vec<f32>)],
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut q = tx.prepare_cached(
+                "INSERT OR REPLACE INTO embeddings (content_hash, model_id, dim, vector, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            let at = now();
+            for (hash, v) in items {
+                q.execute(params![hash, model_id, v.len() as i64, to_blob(v), at])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The restaurant's review ids and embedding vectors for `model_id` (reviews not yet
+    /// embedded are left out).
+    pub fn restaurant_vectors(
+        &self,
+        restaurant_id: &str,
+        model_id: &str,
+    ) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT r.review_id, e.vector FROM reviews r
+             JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?2
+             WHERE r.restaurant_id = ?1 ORDER BY r.review_id",
+        )?;
+        let rows = q.query_map(params![restaurant_id, model_id], |r| {
+            Ok((r.get::<_, String>(0)?, from_blob(r.get_ref(1)?.as_blob()?)))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+/// The same queries from async code, run on the store thread.
+impl Store {
+    pub async fn restaurants_after(
+        &self,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<RestaurantRow>, StoreError> {
+        self.call(move |db| db.restaurants_after(&after, limit)).await
+    }
+
+    pub async fn restaurant_count(&self) -> Result<u64, StoreError> {
+        self.call(|db| db.restaurant_count()).await
+    }
+
+    pub async fn restaurant(&self, id: String) -> Result<Option<RestaurantRow>, StoreError> {
+        self.call(move |db| db.restaurant(&id)).await
+    }
+
+    pub async fn restaurant_reviews(&self, id: String) -> Result<Vec<StoredReview>, StoreError> {
+        self.call(move |db| db.restaurant_reviews(&id)).await
+    }
+
+    pub async fn missing_embeddings(
+        &self,
+        model_id: String,
+        restaurant_id: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(move |db| db.missing_embeddings(&model_id, restaurant_id.as_deref(), limit))
+            .await
+    }
+
+    pub async fn put_embeddings(
+        &self,
+        model_id: String,
+        items: Vec<(String, Vec<f32>)>,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.put_embeddings(&model_id, &items))
+            .await
+    }
+
+    pub async fn restaurant_vectors(
+        &self,
+        restaurant_id: String,
+        model_id: String,
+    ) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+        self.call(move |db| db.restaurant_vectors(&restaurant_id, &model_id))
+            .await
+    }
 }
 
 pub fn to_blob(v: &[f32]) -> Vec<u8> {
@@ -245,10 +351,6 @@ pub fn from_blob(b: &[u8]) -> Vec<f32> {
     b.chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
         .collect()
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

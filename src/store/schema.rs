@@ -161,6 +161,13 @@ SELECT substr(m.started_at, 1, 10)                         AS day,
 FROM vllm_metrics m
 GROUP BY day;
 "#,
+    // 3: failures counted by kind: the group the run summary shows, and the error class, per
+    // analysis. (`vllm_metrics` keeps its name, which the app reads, though it holds every
+    // OpenAI-compatible server's requests, llama.cpp's included.)
+    r#"
+ALTER TABLE analysis_metrics ADD COLUMN failure_group TEXT; -- e.g. invalid output: schema
+ALTER TABLE analysis_metrics ADD COLUMN error_class TEXT;   -- transient | permanent | context_length | invalid_output
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.

@@ -1,4 +1,4 @@
-//! Faults, retries, fallback and endpoint benching against the simulated vLLM server (`palate::sim`).
+//! Faults, retries, fallback and endpoint ejection against the simulated vLLM server (`palate::sim`).
 //! The fault runs use the real binary, the real embedding model and SQLite; only the LLM server is
 //! simulated, because a real one cannot be made to fail on cue.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 
 use palate::config::{Config, JobFile};
 use palate::infer::{ChatRequest, LlmClient, OpenAiClient};
-use palate::metrics::ErrorClass;
+use palate::domain::{ErrorClass, StoredReview};
 use palate::plan::{BatchLimits, Planner, Prompts, RestaurantPlan, TokenCounter};
 use palate::sim::{EngineConfig, Fault, FaultPlan, LatencyModel, SimConfig, SimServer};
-use palate::store::reviews::StoredReview;
 use rusqlite::Connection;
 use tokio::time::{Duration, Instant};
 
@@ -42,7 +41,7 @@ request_timeout_s = 20
 attempts = 3
 backoff_base_s = 0.05
 backoff_max_s = 0.2
-bench_s = 0.5";
+eject_s = 0.5";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_faults_at_20_percent_every_analysis_is_stored_valid_or_with_its_reason() {
@@ -133,7 +132,7 @@ fn plan() -> RestaurantPlan {
             reviews: 16,
             tokens: 2048,
         },
-        max: palate::config::MaxTokens {
+        max: palate::plan::MaxTokens {
             sentiment: 300,
             summary: 300,
             strengths: 300,
@@ -219,14 +218,14 @@ async fn transient_errors_back_off_and_give_up_after_the_attempts() {
         f.llm.attempts = 4;
         f.llm.backoff_base_s = 1.0;
         f.llm.backoff_max_s = 2.0;
-        f.llm.bench_after_failures = 100;
+        f.llm.eject_after_failures = 100;
     });
     let t0 = Instant::now();
     let o = llm.chat(&chat_request(&plan())).await;
     let waited = t0.elapsed();
     let e = o.result.unwrap_err();
-    assert_eq!(e.class, ErrorClass::Transient);
-    assert!(e.message.contains("503"), "{}", e.message);
+    assert_eq!(e.class(), ErrorClass::Transient);
+    assert!(e.to_string().contains("503"), "{}", e.to_string());
     assert_eq!(o.metrics.len(), 4);
     // Full jitter: waits uniform in [0, 1], [0, 2], [0, 2] seconds.
     assert!(
@@ -266,16 +265,16 @@ async fn a_failing_model_hands_over_to_the_next_in_the_chain() {
     });
     let e = llm.chat(&chat_request(&plan())).await.result.unwrap_err();
     assert!(
-        e.message.contains("every model failed")
-            && e.message.contains("general:")
-            && e.message.contains("fast:"),
+        e.to_string().contains("every model failed")
+            && e.to_string().contains("general:")
+            && e.to_string().contains("fast:"),
         "{}",
-        e.message
+        e.to_string()
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_endpoint_is_benched_and_a_dead_one_is_benched_at_warm_up() {
+async fn a_failing_endpoint_is_ejected_and_a_dead_one_is_ejected_at_warm_up() {
     let bad = SimServer::start(sim_config(
         &["m"],
         FaultPlan {
@@ -289,8 +288,8 @@ async fn a_failing_endpoint_is_benched_and_a_dead_one_is_benched_at_warm_up() {
         .await
         .unwrap();
     let llm = client(&[bad.url.as_str(), good.url.as_str()], "m", |f| {
-        f.llm.bench_after_failures = 2;
-        f.llm.bench_s = 600.0;
+        f.llm.eject_after_failures = 2;
+        f.llm.eject_s = 600.0;
         f.llm.attempts = 5;
     });
     llm.warm_up().await.unwrap();
@@ -299,10 +298,10 @@ async fn a_failing_endpoint_is_benched_and_a_dead_one_is_benched_at_warm_up() {
         let o = llm.chat(&chat_request(&p)).await;
         assert!(o.result.is_ok(), "{:?}", o.result);
     }
-    assert_eq!(bad.requests(), 2, "benched after 2 failures in a row");
+    assert_eq!(bad.requests(), 2, "ejected after 2 failures in a row");
     assert!(good.requests() >= 6);
 
-    // A port nobody listens on: benched by the warm-up, never sent a request.
+    // A port nobody listens on: ejected by the warm-up, never sent a request.
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}/v1", l.local_addr().unwrap())
@@ -363,6 +362,6 @@ async fn priority_is_sent_only_to_a_server_that_schedules_by_it() {
         .unwrap();
     let llm = client(&[fcfs.url.as_str()], "m", |f| f.llm.send_priority = true);
     let e = llm.chat(&req).await.result.unwrap_err();
-    assert_eq!(e.class, ErrorClass::Permanent);
-    assert!(e.message.contains("priority"), "{}", e.message);
+    assert_eq!(e.class(), ErrorClass::Permanent);
+    assert!(e.to_string().contains("priority"), "{}", e.to_string());
 }

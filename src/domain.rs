@@ -1,0 +1,317 @@
+//! domain: the types every stage shares: analysis kinds, statuses, error classes and failures,
+//! reviews, the key results are versioned by, hashing, timestamps and secrets. It imports no
+//! stage; every stage imports it.
+
+use std::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Implements `as_str`, `Display`, `ToSql` and `FromSql` for a fieldless enum from one table of
+/// variant ↔ text, so the database and the code can never spell a value differently.
+macro_rules! text_enum {
+    ($t:ty { $($v:ident => $s:literal),+ $(,)? }) => {
+        impl $t {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),+ }
+            }
+
+            pub fn parse(s: &str) -> Option<Self> {
+                match s { $($s => Some(Self::$v),)+ _ => None }
+            }
+        }
+
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                Self::parse(s).ok_or_else(|| FromSqlError::Other(
+                    format!("unknown {} {s:?}", stringify!($t)).into()))
+            }
+        }
+    };
+}
+
+/// The three analyses of a restaurant.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    #[default]
+    Sentiment,
+    Summary,
+    Strengths,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Sentiment, Kind::Summary, Kind::Strengths];
+}
+
+text_enum!(Kind { Sentiment => "sentiment", Summary => "summary", Strengths => "strengths" });
+
+/// Error classes: only `Transient` is retried at the HTTP level; `InvalidOutput` gets the one
+/// repair retry; `InvalidOutput` and `ContextLength` are final for a result key (the same input
+/// would fail the same way), the others are retried by the next run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    Transient,
+    Permanent,
+    ContextLength,
+    InvalidOutput,
+}
+
+text_enum!(ErrorClass {
+    Transient => "transient",
+    Permanent => "permanent",
+    ContextLength => "context_length",
+    InvalidOutput => "invalid_output",
+});
+
+impl ErrorClass {
+    /// A failure of this class is settled for its result key: re-running would repeat it.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::InvalidOutput | Self::ContextLength)
+    }
+}
+
+/// Why an analysis failed: its class, the group the run summary counts it under, and the full
+/// message stored with the result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Failure {
+    pub class: ErrorClass,
+    /// What kind of failure this is, without the values that differ per item
+    /// (e.g. `invalid output: quote not in the cited review`).
+    pub group: String,
+    pub message: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A stored result's status (`results.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultStatus {
+    Ok,
+    Failed,
+}
+
+text_enum!(ResultStatus { Ok => "ok", Failed => "failed" });
+
+/// One HTTP attempt's status (`vllm_metrics.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestStatus {
+    Ok,
+    Error,
+}
+
+text_enum!(RequestStatus { Ok => "ok", Error => "error" });
+
+/// How a run ended (`runs.status`), and the exit code that tells cron.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Completed,
+    CompletedWithFailures,
+    Failed,
+    Interrupted,
+}
+
+text_enum!(RunStatus {
+    Running => "running",
+    Completed => "completed",
+    CompletedWithFailures => "completed_with_failures",
+    Failed => "failed",
+    Interrupted => "interrupted",
+});
+
+/// Documented exit codes (also in `palate run --help` and the README).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const PARTIAL: u8 = 3;
+    pub const LOCKED: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+impl RunStatus {
+    /// The status of a run from what happened in it.
+    pub fn of(interrupted: bool, failures: bool) -> Self {
+        match (interrupted, failures) {
+            (true, _) => Self::Interrupted,
+            (false, true) => Self::CompletedWithFailures,
+            (false, false) => Self::Completed,
+        }
+    }
+
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Completed => exit::OK,
+            Self::CompletedWithFailures => exit::PARTIAL,
+            Self::Interrupted => exit::INTERRUPTED,
+            Self::Running | Self::Failed => exit::ERROR,
+        }
+    }
+}
+
+/// A validated review row, as ingest stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Review {
+    pub restaurant_id: String,
+    pub review_id: String,
+    /// Trimmed review text.
+    pub text: String,
+    pub rating: Option<f64>,
+    pub created_at: Option<String>,
+    pub lang: Option<String>,
+    /// sha256 of `text`: the embedding cache key and part of the restaurant's reviews hash.
+    pub content_hash: String,
+}
+
+/// A stored review with what selection and prompts need.
+#[derive(Debug, Clone)]
+pub struct StoredReview {
+    pub review_id: String,
+    pub text: String,
+    pub content_hash: String,
+    pub lang: Option<String>,
+    pub rating: Option<f64>,
+}
+
+/// The key results are versioned by: a result is current only if all of these match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResultKey {
+    pub restaurant_id: String,
+    /// Hash of everything the analysis read: the restaurant's reviews hash, the selection and
+    /// batching settings and the embedding model (`results.input_hash`).
+    pub input_hash: String,
+    /// Hash of the prompt and schema files.
+    pub prompt_version: String,
+    pub model: String,
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of `bytes` as 64 hex digits.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// The first 16 hex digits of a sha256: the short version hashes results are keyed by.
+pub fn short_hash(h: Sha256) -> String {
+    let mut s = hex(&h.finalize());
+    s.truncate(16);
+    s
+}
+
+/// Current time as RFC 3339 UTC with milliseconds, the format of every timestamp column.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Milliseconds of a duration, as the metrics tables hold them.
+pub fn millis(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Locks a mutex whose data stays valid even if a holder panicked (counters and queues that
+/// are updated in one step), so one panicking task cannot wedge the others.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A credential (API key, database password): `Debug`, `Display` and `Serialize` print `***`,
+/// so it never reaches a log line, a stored configuration or an error message.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_their_text() {
+        for k in Kind::ALL {
+            assert_eq!(Kind::parse(k.as_str()), Some(k));
+        }
+        assert_eq!(ErrorClass::parse("context_length"), Some(ErrorClass::ContextLength));
+        assert_eq!(RunStatus::CompletedWithFailures.to_string(), "completed_with_failures");
+        assert_eq!(RunStatus::parse("nope"), None);
+    }
+
+    #[test]
+    fn run_status_maps_to_exit_codes() {
+        assert_eq!(RunStatus::of(false, false).exit_code(), exit::OK);
+        assert_eq!(RunStatus::of(false, true).exit_code(), exit::PARTIAL);
+        assert_eq!(RunStatus::of(true, true).exit_code(), exit::INTERRUPTED);
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s: Secret = serde_json::from_str("\"sk-123\"").unwrap();
+        assert_eq!(format!("{s} {s:?}"), "*** ***");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
+        assert_eq!(s.expose(), "sk-123");
+    }
+
+    #[test]
+    fn hashes_are_hex() {
+        assert_eq!(sha256_hex(b"").len(), 64);
+        let mut h = Sha256::new();
+        h.update(b"x");
+        assert_eq!(short_hash(h), sha256_hex(b"x")[..16]);
+    }
+}

@@ -1,0 +1,171 @@
+//! pipeline: runs the stages in order for every restaurant that needs it:
+//! select → plan → infer → validate → store. Restaurants are pulled page by page from the store
+//! and analysed `restaurant_concurrency` at once, each in its own task ([`fanout`]); their
+//! requests share the client's queue and in-flight limits. A failed analysis is stored as failed
+//! with its reason, and a restaurant that errors or panics is recorded as failed: neither aborts
+//! the run. Results are written per restaurant, so a killed run resumes where it stopped.
+
+mod analysis;
+pub mod fanout;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use analysis::{analyse_plan, restaurant_results, Coverage, KindOutcome};
+
+use crate::config::Config;
+use crate::domain::{millis, short_hash, ResultKey, StoredReview};
+use crate::index::VectorIndex;
+use crate::infer::LlmClient;
+use crate::metrics::{RunSummary, RunTally};
+use crate::plan::Planner;
+use crate::select::select;
+use crate::store::{RestaurantResults, RestaurantRow, ResultSink, Store, StoreError};
+
+/// Restaurants read from the store per page.
+const PAGE: usize = 500;
+
+/// The parts a run works with.
+pub struct Pipeline {
+    pub cfg: Config,
+    /// The work database: reviews, and whether a restaurant's results are current.
+    pub store: Store,
+    /// Where results go.
+    pub sink: Arc<dyn ResultSink>,
+    pub index: Arc<dyn VectorIndex>,
+    pub llm: Arc<dyn LlmClient>,
+    pub planner: Planner,
+    pub embed_model_id: String,
+}
+
+/// What became of one restaurant.
+#[derive(Debug)]
+pub enum RestaurantOutcome {
+    Skipped,
+    Done { failed_analyses: usize },
+    Error(String),
+}
+
+impl Pipeline {
+    /// The key results are stored under: the restaurant's reviews, selection and batching
+    /// settings, embedding model, prompt version and model. Any change makes it due again.
+    pub fn result_key(&self, r: &RestaurantRow) -> ResultKey {
+        let s = self.cfg.select;
+        let b = self.planner.limits;
+        let mut h = Sha256::new();
+        h.update(format!(
+            "{}|k={}|m={}|l={}|b={}/{}|{}",
+            r.reviews_hash, s.k, s.diverse, s.lambda, b.reviews, b.tokens, self.embed_model_id
+        ));
+        ResultKey {
+            restaurant_id: r.restaurant_id.clone(),
+            input_hash: short_hash(h),
+            prompt_version: self.planner.prompts.version.clone(),
+            model: self.cfg.llm.model.clone(),
+        }
+    }
+
+    /// Analyses `restaurants` (unless current and not `force`), calling `on_done` after each.
+    pub async fn analyse_all(
+        self: &Arc<Self>,
+        run_id: i64,
+        restaurants: impl Stream<Item = Result<RestaurantRow, StoreError>>,
+        force: bool,
+        cancel: CancellationToken,
+        mut on_done: impl FnMut(&str, &RestaurantOutcome),
+    ) -> RunSummary {
+        let started = Instant::now();
+        let mut tally = RunTally::default();
+        let sla = self.cfg.sla;
+        let items = restaurants.map(|r| match r {
+            Ok(r) => (r.restaurant_id.clone(), Ok(r)),
+            Err(e) => ("(restaurant list)".to_string(), Err(e)),
+        });
+        let work = |r: Result<RestaurantRow, StoreError>| {
+            let p = Arc::clone(self);
+            async move { p.restaurant(run_id, r?, force).await }
+        };
+        let limit = self.cfg.job.restaurant_concurrency;
+        fanout::fan_out(items, limit, &cancel, work, |id, result| {
+            let outcome = match result {
+                Ok(None) => RestaurantOutcome::Skipped,
+                Ok(Some(a)) => {
+                    a.requests.iter().for_each(|m| tally.add_request(m, &sla));
+                    a.analyses.iter().for_each(|m| tally.add_analysis(m));
+                    let failed_analyses = a.analyses.iter().filter(|m| m.failure.is_some()).count();
+                    RestaurantOutcome::Done { failed_analyses }
+                }
+                Err(e) => RestaurantOutcome::Error(e),
+            };
+            let s = &mut tally.summary;
+            match &outcome {
+                RestaurantOutcome::Skipped => s.restaurants_skipped += 1,
+                RestaurantOutcome::Done { failed_analyses: 0 } => s.restaurants_done += 1,
+                _ => s.restaurants_failed += 1,
+            }
+            on_done(&id, &outcome);
+        })
+        .await;
+        tally.finish(millis(started.elapsed()), self.cfg.cost)
+    }
+
+    /// One restaurant: `None` if skipped because its results are current.
+    #[tracing::instrument(skip_all, fields(restaurant_id = %r.restaurant_id))]
+    async fn restaurant(
+        &self,
+        run_id: i64,
+        r: RestaurantRow,
+        force: bool,
+    ) -> anyhow::Result<Option<Arc<RestaurantResults>>> {
+        let key = self.result_key(&r);
+        if !force && self.store.has_current_results(key.clone()).await? {
+            return Ok(None);
+        }
+        let all = self.store.restaurant_reviews(r.restaurant_id.clone()).await?;
+        let selected = select(self.index.as_ref(), &r.restaurant_id, self.cfg.select, &all).await?;
+        if selected.is_empty() {
+            anyhow::bail!("no embedded reviews to select from");
+        }
+        let plan = self.planner.plan(&r.restaurant_id, &selected);
+        let outcomes = analyse_plan(self.llm.as_ref(), &plan, self.cfg.llm.follow_ups).await;
+        let tokens = |rs: &[StoredReview]| -> u64 {
+            rs.iter().map(|rv| self.planner.counter.count(&rv.text)).sum()
+        };
+        let coverage = Coverage {
+            reviews_total: all.len(),
+            reviews_selected: selected.len(),
+            est_tokens_all_reviews: tokens(&all),
+            est_tokens_selected: tokens(&selected),
+        };
+        let results = Arc::new(restaurant_results(key, outcomes, coverage, self.cfg.sla));
+        self.sink.put_restaurant(run_id, Arc::clone(&results)).await?;
+        Ok(Some(results))
+    }
+}
+
+/// Every restaurant in the store, pulled a page at a time as the run consumes them.
+pub fn restaurants(store: Store) -> impl Stream<Item = Result<RestaurantRow, StoreError>> {
+    futures::stream::unfold(Some(String::new()), move |after| {
+        let store = store.clone();
+        async move {
+            let after = after?;
+            match store.restaurants_after(after, PAGE).await {
+                Ok(page) if page.is_empty() => None,
+                Ok(page) => {
+                    let next = page.last().map(|r| r.restaurant_id.clone());
+                    let items: Vec<Result<RestaurantRow, StoreError>> =
+                        page.into_iter().map(Ok).collect();
+                    Some((futures::stream::iter(items), next))
+                }
+                Err(e) => Some((futures::stream::iter(vec![Err(e)]), None)),
+            }
+        }
+    })
+    .flatten()
+}

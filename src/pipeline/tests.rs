@@ -1,0 +1,178 @@
+//! The pipeline's analysis of one restaurant with a scripted [`LlmClient`]: no SQLite, no HTTP.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::json;
+
+use super::*;
+use crate::domain::{lock, ErrorClass, Kind};
+use crate::infer::{ChatOutcome, ChatRequest, FollowUps, InferError, Reply};
+use crate::metrics::{RequestMetrics, Sla};
+use crate::plan::{BatchLimits, MaxTokens, Prompts, RestaurantPlan, TokenCounter};
+
+/// Answers each request with what `script` says for its kind and attempt (1, or 2 for the
+/// repair retry), and keeps every request it saw.
+struct Scripted {
+    script: fn(Kind, u32, &ChatRequest) -> Result<String, InferError>,
+    seen: Mutex<Vec<(Kind, u32)>>,
+}
+
+#[async_trait]
+impl LlmClient for Scripted {
+    async fn chat(&self, req: &ChatRequest) -> ChatOutcome {
+        lock(&self.seen).push((req.kind, req.attempt));
+        let result = (self.script)(req.kind, req.attempt, req).map(|content| Reply {
+            content,
+            finish_reason: Some("stop".into()),
+            model: "scripted".into(),
+        });
+        let metrics = vec![RequestMetrics {
+            restaurant_id: req.restaurant_id.clone(),
+            kind: req.kind,
+            attempt: req.attempt,
+            ok: result.is_ok(),
+            error_class: result.as_ref().err().map(InferError::class),
+            prompt_tokens: Some(100),
+            completion_tokens: Some(20),
+            ..Default::default()
+        }];
+        ChatOutcome { result, metrics }
+    }
+}
+
+fn plan() -> RestaurantPlan {
+    let planner = Planner {
+        prompts: Prompts::load(Path::new("prompts")).unwrap(),
+        counter: TokenCounter::Estimate,
+        // Two reviews per sentiment batch: three reviews make two batches to merge.
+        limits: BatchLimits {
+            reviews: 2,
+            tokens: 2048,
+        },
+        max: MaxTokens {
+            sentiment: 300,
+            summary: 300,
+            strengths: 300,
+        },
+    };
+    let reviews: Vec<StoredReview> = ["Great broth. Will return.", "Rude staff.", "가성비 좋아요"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| StoredReview {
+            review_id: format!("rv{i}"),
+            text: t.to_string(),
+            content_hash: String::new(),
+            lang: None,
+            rating: None,
+        })
+        .collect();
+    planner.plan("r1", &reviews)
+}
+
+/// A valid sentiment answer for exactly the references the request's schema allows.
+fn sentiment_for(req: &ChatRequest) -> String {
+    let refs = req.schema["properties"]["reviews"]["items"]["properties"]["ref"]["enum"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let reviews: Vec<_> = refs
+        .iter()
+        .map(|r| json!({"ref": r, "label": "positive", "score": 0.8}))
+        .collect();
+    json!({"reviews": reviews, "overall": {"label": "positive", "score": 0.8}}).to_string()
+}
+
+const SUMMARY: &str =
+    r#"{"summary":"Rich broth, rude staff.","aspects":{"food":{"sentiment":"positive","summary":"Rich broth"}}}"#;
+const STRENGTHS: &str = r#"{"strengths":[{"title":"Broth","detail":"Guests praise the broth","evidence":[{"ref":"R1","quote":"Great broth."}]}]}"#;
+const INVENTED: &str = r#"{"strengths":[{"title":"Broth","detail":"Guests praise the broth","evidence":[{"ref":"R1","quote":"best broth in town"}]}]}"#;
+
+fn key() -> ResultKey {
+    ResultKey {
+        restaurant_id: "r1".into(),
+        input_hash: "h".into(),
+        prompt_version: "p".into(),
+        model: "m".into(),
+    }
+}
+
+fn coverage() -> Coverage {
+    Coverage {
+        reviews_total: 10,
+        reviews_selected: 3,
+        est_tokens_all_reviews: 500,
+        est_tokens_selected: 150,
+    }
+}
+
+#[tokio::test]
+async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group() {
+    let llm = Scripted {
+        script: |kind, attempt, req| match (kind, attempt) {
+            (Kind::Sentiment, _) => Ok(sentiment_for(req)),
+            (Kind::Summary, 1) => Ok(r#"{"summary":"...","aspects":{}}"#.into()),
+            (Kind::Summary, _) => Ok(SUMMARY.into()),
+            (Kind::Strengths, _) => Ok(INVENTED.into()),
+        },
+        seen: Mutex::default(),
+    };
+    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Sequential).await;
+    let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
+
+    let kinds: Vec<Kind> = r.rows.iter().map(|row| row.kind).collect();
+    assert_eq!(kinds, Kind::ALL);
+    let sentiment = r.rows[0].outcome.as_ref().unwrap();
+    let mut labelled: Vec<&str> = sentiment["reviews"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["review_id"].as_str().unwrap())
+        .collect();
+    labelled.sort_unstable();
+    assert_eq!(labelled, ["rv0", "rv1", "rv2"], "two batches merged, by review id");
+
+    let summary = &r.rows[1];
+    assert!(summary.outcome.is_ok(), "repaired: {:?}", summary.outcome);
+    assert_eq!(summary.attempts, 2);
+    assert_eq!(summary.answered_by.as_deref(), Some("scripted"));
+
+    let failure = r.rows[2].outcome.as_ref().unwrap_err();
+    assert_eq!(failure.class, ErrorClass::InvalidOutput);
+    assert_eq!(failure.group, "invalid output: quote not in the cited review");
+    assert!(failure.message.ends_with("(after one repair retry)"), "{failure}");
+
+    // 2 sentiment batches + summary twice + strengths twice; each invalid answer marked so.
+    assert_eq!(r.requests.len(), 6);
+    let invalid = r.requests.iter().filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
+    assert_eq!(invalid.count(), 3);
+    assert_eq!(r.analyses[2].failure.as_ref(), Some(failure));
+    assert_eq!(r.analyses[0].prompt_tokens, 200, "both sentiment batches counted");
+    assert_eq!(r.analyses[0].est_tokens_all_reviews, 500);
+    assert_eq!(lock(&llm.seen)[0], (Kind::Sentiment, 1), "a sentiment batch goes first");
+}
+
+#[tokio::test]
+async fn a_request_error_fails_its_kind_with_the_class_and_leaves_the_others() {
+    let llm = Scripted {
+        script: |kind, _, req| match kind {
+            Kind::Sentiment if req.messages[1].content.contains("R3") => {
+                Err(InferError::Transient("HTTP 503: busy".into()))
+            }
+            Kind::Sentiment => Ok(sentiment_for(req)),
+            Kind::Summary => Ok(SUMMARY.into()),
+            Kind::Strengths => Ok(STRENGTHS.into()),
+        },
+        seen: Mutex::default(),
+    };
+    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent).await;
+    let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
+    let failure = r.rows[0].outcome.as_ref().unwrap_err();
+    assert_eq!(failure.class, ErrorClass::Transient);
+    assert_eq!(failure.group, "request failed (transient)");
+    assert!(failure.message.contains("503"), "{failure}");
+    assert!(r.rows[1].outcome.is_ok() && r.rows[2].outcome.is_ok());
+    let strengths = r.rows[2].outcome.as_ref().unwrap();
+    assert_eq!(strengths["strengths"][0]["evidence"][0]["review_id"], "rv0");
+}
