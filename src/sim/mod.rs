@@ -6,6 +6,8 @@
 
 pub mod content;
 pub mod engine;
+mod prefix_cache;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
