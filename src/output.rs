@@ -146,7 +146,17 @@ impl Progress {
 
 /// The scheduling benchmark's table, with the issue's targets marked.
 pub fn scheduling_report(r: &crate::bench::SchedulingReport, real_s: f64) {
-    let w = &r.workload;
+    scheduling_workload(&r.workload);
+    scheduling_modes(&r.modes);
+    scheduling_targets(r);
+    println!(
+        "\n(times in simulated time at time scale {}; {real_s:.1} s of real time)",
+        r.workload.engine.time_scale
+    );
+}
+
+/// The scheduling benchmark's workload and engine line.
+fn scheduling_workload(w: &crate::bench::Workload) {
     let e = &w.engine;
     println!(
         "workload: {} restaurants x {} reviews; {} restaurants at a time, {} in flight; engine: max_num_seqs {}, \
@@ -155,6 +165,10 @@ max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, bl
         e.max_num_batched_tokens, e.latency.step_ms, e.latency.prefill_token_ms, e.latency.seq_ms,
         e.block_size
     );
+}
+
+/// One row per scheduling mode, under a header.
+fn scheduling_modes(modes: &[crate::bench::ModeReport]) {
     println!(
         "\n{:<34} {:>6} {:>9} {:>8} {:>9} {:>10} {:>10} {:>11} {:>7} {:>6} {:>6} {:>10} {:>10}",
         "mode",
@@ -171,7 +185,7 @@ max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, bl
         "prefill",
         "cached"
     );
-    for m in &r.modes {
+    for m in modes {
         println!(
             "{:<34} {:>6} {:>9} {:>8.2} {:>9.0} {:>7.0} ms {:>7.0} ms {:>8.0} ms {:>6.1}x {:>5.1}% {:>6.1} {:>10} {:>10}",
             m.name,
@@ -190,6 +204,10 @@ max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, bl
         );
     }
     println!("* small p95: requests with estimated prefill at most the median, from ready (palate's queue included) to first token");
+}
+
+/// The issue's targets, each marked met or missed.
+fn scheduling_targets(r: &crate::bench::SchedulingReport) {
     let sjf = &r.modes[3];
     let mark = |ok: bool| if ok { "met" } else { "MISSED" };
     println!("\ntargets:");
@@ -213,9 +231,5 @@ max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, bl
         "  prefill saved by prefix sharing >= 50%:  {:.1}%  {}",
         r.prefill_saved * 100.0,
         mark(r.prefill_saved >= 0.50)
-    );
-    println!(
-        "\n(times in simulated time at time scale {}; {real_s:.1} s of real time)",
-        e.time_scale
     );
 }

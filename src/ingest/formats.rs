@@ -98,33 +98,9 @@ fn kind(v: &serde_json::Value) -> &'static str {
 
 /// CSV with a header row naming the columns (any order; unknown columns are ignored).
 pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Result<(), IngestError> {
-    // Skip a UTF-8 byte-order mark so the first column name is read correctly.
-    let head = r.fill_buf().map_err(|source| IngestError::Read {
-        path: path.into(),
-        line: 1,
-        source,
-    })?;
-    if head.starts_with(BOM) {
-        r.consume(BOM.len());
-    }
+    skip_bom(&mut r, path)?;
     let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(r);
-    let headers = rdr
-        .byte_headers()
-        .map_err(|e| unusable(path, format!("cannot read the header row: {e}")))?
-        .clone();
-    let names: Vec<String> = headers
-        .iter()
-        .map(|h| String::from_utf8_lossy(h).trim().to_ascii_lowercase())
-        .collect();
-    let col = |n: &str| names.iter().position(|h| h == n);
-    let (Some(rid), Some(id), Some(text)) = (col("restaurant_id"), col("review_id"), col("text"))
-    else {
-        return Err(unusable(
-            path,
-            format!("the header row must name restaurant_id, review_id and text; found {names:?}"),
-        ));
-    };
-    let (rating, created_at, lang) = (col("rating"), col("created_at"), col("lang"));
+    let cols = Columns::read(&mut rdr, path)?;
     let mut rec = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line();
@@ -145,43 +121,115 @@ pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Resul
             }
         }
         let line = rec.position().map_or(line, |p| p.line());
-        let raw = rec
+        csv_record(&cols, &rec, line, sink)?;
+    }
+}
+
+/// Skips a UTF-8 byte-order mark so the first column name is read correctly.
+fn skip_bom<R: BufRead>(r: &mut R, path: &Path) -> Result<(), IngestError> {
+    let head = r.fill_buf().map_err(|source| IngestError::Read {
+        path: path.into(),
+        line: 1,
+        source,
+    })?;
+    if head.starts_with(BOM) {
+        r.consume(BOM.len());
+    }
+    Ok(())
+}
+
+/// Hands one CSV record to the sink as a row, or rejects it.
+fn csv_record(
+    cols: &Columns,
+    rec: &csv::ByteRecord,
+    line: u64,
+    sink: &mut Sink<'_>,
+) -> Result<(), IngestError> {
+    let raw = rec
+        .iter()
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(",");
+    if rec.len() != cols.names.len() {
+        let reason = format!("expected {} fields, found {}", cols.names.len(), rec.len());
+        return sink.reject(line, &reason, &raw);
+    }
+    match cols.row(rec) {
+        Ok(row) => sink.row(line, row, &raw),
+        Err(reason) => sink.reject(line, &reason, &raw),
+    }
+}
+
+/// The CSV header: every column's name, and where the known ones are.
+struct Columns {
+    /// Trimmed, lowercased.
+    names: Vec<String>,
+    restaurant_id: usize,
+    review_id: usize,
+    text: usize,
+    rating: Option<usize>,
+    created_at: Option<usize>,
+    lang: Option<usize>,
+}
+
+impl Columns {
+    /// Reads the header row, which must name restaurant_id, review_id and text.
+    fn read<R: std::io::Read>(rdr: &mut csv::Reader<R>, path: &Path) -> Result<Self, IngestError> {
+        let headers = rdr
+            .byte_headers()
+            .map_err(|e| unusable(path, format!("cannot read the header row: {e}")))?;
+        let names: Vec<String> = headers
             .iter()
-            .map(String::from_utf8_lossy)
-            .collect::<Vec<_>>()
-            .join(",");
-        if rec.len() != headers.len() {
-            let reason = format!("expected {} fields, found {}", headers.len(), rec.len());
-            sink.reject(line, &reason, &raw)?;
-            continue;
-        }
-        let get = |i: Option<usize>| -> Result<Option<String>, String> {
-            let Some(i) = i else { return Ok(None) };
-            let bytes = rec.get(i).unwrap_or_default();
-            std::str::from_utf8(bytes)
-                .map(|s| Some(s.to_string()))
-                .map_err(|e| {
-                    format!(
-                        "invalid UTF-8 in column {} at byte {}",
-                        names[i],
-                        e.valid_up_to()
-                    )
-                })
+            .map(|h| String::from_utf8_lossy(h).trim().to_ascii_lowercase())
+            .collect();
+        let col = |n: &str| names.iter().position(|h| h == n);
+        let (Some(restaurant_id), Some(review_id), Some(text)) =
+            (col("restaurant_id"), col("review_id"), col("text"))
+        else {
+            return Err(unusable(
+                path,
+                format!(
+                    "the header row must name restaurant_id, review_id and text; found {names:?}"
+                ),
+            ));
         };
-        let row = (|| {
-            Ok::<_, String>(RawRow {
-                restaurant_id: get(Some(rid))?,
-                review_id: get(Some(id))?,
-                text: get(Some(text))?,
-                rating: get(rating)?,
-                created_at: get(created_at)?,
-                lang: get(lang)?,
+        let (rating, created_at, lang) = (col("rating"), col("created_at"), col("lang"));
+        Ok(Self {
+            names,
+            restaurant_id,
+            review_id,
+            text,
+            rating,
+            created_at,
+            lang,
+        })
+    }
+
+    /// The record's fields by column; an error names a field that is not UTF-8.
+    fn row(&self, rec: &csv::ByteRecord) -> Result<RawRow, String> {
+        Ok(RawRow {
+            restaurant_id: self.get(rec, Some(self.restaurant_id))?,
+            review_id: self.get(rec, Some(self.review_id))?,
+            text: self.get(rec, Some(self.text))?,
+            rating: self.get(rec, self.rating)?,
+            created_at: self.get(rec, self.created_at)?,
+            lang: self.get(rec, self.lang)?,
+        })
+    }
+
+    /// Column `i` of the record, if the header has it.
+    fn get(&self, rec: &csv::ByteRecord, i: Option<usize>) -> Result<Option<String>, String> {
+        let Some(i) = i else { return Ok(None) };
+        let bytes = rec.get(i).unwrap_or_default();
+        std::str::from_utf8(bytes)
+            .map(|s| Some(s.to_string()))
+            .map_err(|e| {
+                format!(
+                    "invalid UTF-8 in column {} at byte {}",
+                    self.names[i],
+                    e.valid_up_to()
+                )
             })
-        })();
-        match row {
-            Ok(row) => sink.row(line, row, &raw)?,
-            Err(reason) => sink.reject(line, &reason, &raw)?,
-        }
     }
 }
 
