@@ -43,7 +43,7 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
 }
 
 /// Holds `<database>.lock` for the life of a run so two runs never overlap.
-fn lock(db: &Path) -> anyhow::Result<Option<File>> {
+fn run_lock(db: &Path) -> anyhow::Result<Option<File>> {
     let path = PathBuf::from(format!("{}.lock", db.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -109,7 +109,7 @@ async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Resu
 
 pub async fn run(args: &RunArgs, cancel: CancellationToken) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;
-    let Some(_lock) = lock(&cfg.job.database)? else {
+    let Some(_lock) = run_lock(&cfg.job.database)? else {
         output::line(&format!(
             "another palate run holds {}.lock; not starting",
             cfg.job.database.display()
@@ -175,9 +175,7 @@ async fn record_run(
     }
     summary.wall_ms = millis(wall.elapsed());
     let status = RunStatus::of(cancel.is_cancelled(), summary.restaurants_failed > 0);
-    p.store
-        .finish_run(run_id, status, summary.clone())
-        .await?;
+    p.store.finish_run(run_id, status, summary.clone()).await?;
     Ok((status, summary))
 }
 
@@ -195,8 +193,7 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     let p = pipeline(cfg, store.clone(), Some(&args.restaurant_id)).await?;
     let key = p.result_key(&row);
     let list = futures::stream::iter([Ok(row)]);
-    let (status, summary) =
-        record_run(&p, "analyze", list, 1, args.force, &cancel, wall).await?;
+    let (status, summary) = record_run(&p, "analyze", list, 1, args.force, &cancel, wall).await?;
     let stored = store.results_for(key).await?;
     if args.json {
         output::results_json(&args.restaurant_id, &stored)?;
@@ -206,7 +203,9 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     output::summary(&summary);
     // A result left failed by an earlier run (and skipped now) still makes the answer partial.
     Ok(match status {
-        RunStatus::Completed if stored.iter().any(|r| r.status != ResultStatus::Ok) => exit::PARTIAL,
+        RunStatus::Completed if stored.iter().any(|r| r.status != ResultStatus::Ok) => {
+            exit::PARTIAL
+        }
         s => s.exit_code(),
     })
 }

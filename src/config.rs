@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn old_endpoint_benching_names_still_parse() {
-        let f: JobFile = toml::from_str("[llm]\nbench_after_failures = 7\nbench_s = 9.0\n").unwrap();
+        let f: JobFile =
+            toml::from_str("[llm]\nbench_after_failures = 7\nbench_s = 9.0\n").unwrap();
         assert_eq!((f.llm.eject_after_failures, f.llm.eject_s), (7, 9.0));
     }
 }

@@ -287,8 +287,14 @@ mod tests {
         for k in Kind::ALL {
             assert_eq!(Kind::parse(k.as_str()), Some(k));
         }
-        assert_eq!(ErrorClass::parse("context_length"), Some(ErrorClass::ContextLength));
-        assert_eq!(RunStatus::CompletedWithFailures.to_string(), "completed_with_failures");
+        assert_eq!(
+            ErrorClass::parse("context_length"),
+            Some(ErrorClass::ContextLength)
+        );
+        assert_eq!(
+            RunStatus::CompletedWithFailures.to_string(),
+            "completed_with_failures"
+        );
         assert_eq!(RunStatus::parse("nope"), None);
     }
 

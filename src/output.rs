@@ -34,10 +34,6 @@ pub fn ingest_report(r: &IngestReport) {
     );
 }
 
-fn ms(v: Option<f64>) -> String {
-    fmt_ms(v, " ms")
-}
-
 pub fn summary(s: &RunSummary) {
     println!(
         "restaurants: {} done, {} skipped, {} failed | analyses: {} ok, {} failed",
@@ -54,8 +50,8 @@ pub fn summary(s: &RunSummary) {
         s.prompt_tokens,
         s.cached_tokens,
         s.completion_tokens,
-        ms(s.ttft_ms.p50),
-        ms(s.ttft_ms.p95),
+        fmt_ms(s.ttft_ms.p50, " ms"),
+        fmt_ms(s.ttft_ms.p95, " ms"),
         s.requests_per_s,
         s.output_tokens_per_s
     );

@@ -8,8 +8,8 @@ mod common;
 use std::collections::BTreeMap;
 
 use palate::config::{Config, JobFile};
-use palate::infer::{ChatRequest, LlmClient, OpenAiClient};
 use palate::domain::{ErrorClass, StoredReview};
+use palate::infer::{ChatRequest, LlmClient, OpenAiClient};
 use palate::plan::{BatchLimits, Planner, Prompts, RestaurantPlan, TokenCounter};
 use palate::sim::{EngineConfig, Fault, FaultPlan, LatencyModel, SimConfig, SimServer};
 use rusqlite::Connection;

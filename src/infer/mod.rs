@@ -78,9 +78,7 @@ impl InferError {
             Self::Transient(_) => ErrorClass::Transient,
             Self::Permanent(_) => ErrorClass::Permanent,
             Self::ContextLength(_) => ErrorClass::ContextLength,
-            Self::AllModelsFailed(v) => v
-                .last()
-                .map_or(ErrorClass::Permanent, |e| e.error.class()),
+            Self::AllModelsFailed(v) => v.last().map_or(ErrorClass::Permanent, |e| e.error.class()),
         }
     }
 

@@ -138,7 +138,10 @@ mod tests {
             })
         };
         assert_eq!(classify(api(503, "busy")).class(), ErrorClass::Transient);
-        assert_eq!(classify(api(429, "slow down")).class(), ErrorClass::Transient);
+        assert_eq!(
+            classify(api(429, "slow down")).class(),
+            ErrorClass::Transient
+        );
         assert_eq!(
             classify(api(400, "This model's maximum context length is 2048")).class(),
             ErrorClass::ContextLength

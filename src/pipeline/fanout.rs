@@ -109,8 +109,14 @@ mod tests {
         .await;
         outcomes.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(outcomes.len(), 8, "every item has an outcome");
-        assert_eq!(outcomes[2], ("r2".into(), Err("panicked: restaurant 2 broke".into())));
-        assert_eq!(outcomes[5], ("r5".into(), Err("no embedded reviews".into())));
+        assert_eq!(
+            outcomes[2],
+            ("r2".into(), Err("panicked: restaurant 2 broke".into()))
+        );
+        assert_eq!(
+            outcomes[5],
+            ("r5".into(), Err("no embedded reviews".into()))
+        );
         assert_eq!(outcomes[7], ("r7".into(), Ok(70)));
         assert!(most.load(Ordering::SeqCst) <= 3, "at most 3 at once");
     }
@@ -121,7 +127,14 @@ mod tests {
         cancel.cancel();
         let mut n = 0;
         let items = futures::stream::iter((0..4).map(|i| (i.to_string(), i)));
-        fan_out(items, 2, &cancel, |i: i32| async move { Ok(i) }, |_, _| n += 1).await;
+        fan_out(
+            items,
+            2,
+            &cancel,
+            |i: i32| async move { Ok(i) },
+            |_, _| n += 1,
+        )
+        .await;
         assert_eq!(n, 0);
     }
 }

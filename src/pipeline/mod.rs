@@ -127,7 +127,10 @@ impl Pipeline {
         if !force && self.store.has_current_results(key.clone()).await? {
             return Ok(None);
         }
-        let all = self.store.restaurant_reviews(r.restaurant_id.clone()).await?;
+        let all = self
+            .store
+            .restaurant_reviews(r.restaurant_id.clone())
+            .await?;
         let selected = select(self.index.as_ref(), &r.restaurant_id, self.cfg.select, &all).await?;
         if selected.is_empty() {
             anyhow::bail!("no embedded reviews to select from");
@@ -135,7 +138,9 @@ impl Pipeline {
         let plan = self.planner.plan(&r.restaurant_id, &selected);
         let outcomes = analyse_plan(self.llm.as_ref(), &plan, self.cfg.llm.follow_ups).await;
         let tokens = |rs: &[StoredReview]| -> u64 {
-            rs.iter().map(|rv| self.planner.counter.count(&rv.text)).sum()
+            rs.iter()
+                .map(|rv| self.planner.counter.count(&rv.text))
+                .sum()
         };
         let coverage = Coverage {
             reviews_total: all.len(),
@@ -144,7 +149,9 @@ impl Pipeline {
             est_tokens_selected: tokens(&selected),
         };
         let results = Arc::new(restaurant_results(key, outcomes, coverage, self.cfg.sla));
-        self.sink.put_restaurant(run_id, Arc::clone(&results)).await?;
+        self.sink
+            .put_restaurant(run_id, Arc::clone(&results))
+            .await?;
         Ok(Some(results))
     }
 }

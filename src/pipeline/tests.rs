@@ -84,8 +84,7 @@ fn sentiment_for(req: &ChatRequest) -> String {
     json!({"reviews": reviews, "overall": {"label": "positive", "score": 0.8}}).to_string()
 }
 
-const SUMMARY: &str =
-    r#"{"summary":"Rich broth, rude staff.","aspects":{"food":{"sentiment":"positive","summary":"Rich broth"}}}"#;
+const SUMMARY: &str = r#"{"summary":"Rich broth, rude staff.","aspects":{"food":{"sentiment":"positive","summary":"Rich broth"}}}"#;
 const STRENGTHS: &str = r#"{"strengths":[{"title":"Broth","detail":"Guests praise the broth","evidence":[{"ref":"R1","quote":"Great broth."}]}]}"#;
 const INVENTED: &str = r#"{"strengths":[{"title":"Broth","detail":"Guests praise the broth","evidence":[{"ref":"R1","quote":"best broth in town"}]}]}"#;
 
@@ -131,7 +130,11 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
         .map(|r| r["review_id"].as_str().unwrap())
         .collect();
     labelled.sort_unstable();
-    assert_eq!(labelled, ["rv0", "rv1", "rv2"], "two batches merged, by review id");
+    assert_eq!(
+        labelled,
+        ["rv0", "rv1", "rv2"],
+        "two batches merged, by review id"
+    );
 
     let summary = &r.rows[1];
     assert!(summary.outcome.is_ok(), "repaired: {:?}", summary.outcome);
@@ -140,17 +143,33 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
 
     let failure = r.rows[2].outcome.as_ref().unwrap_err();
     assert_eq!(failure.class, ErrorClass::InvalidOutput);
-    assert_eq!(failure.group, "invalid output: quote not in the cited review");
-    assert!(failure.message.ends_with("(after one repair retry)"), "{failure}");
+    assert_eq!(
+        failure.group,
+        "invalid output: quote not in the cited review"
+    );
+    assert!(
+        failure.message.ends_with("(after one repair retry)"),
+        "{failure}"
+    );
 
     // 2 sentiment batches + summary twice + strengths twice; each invalid answer marked so.
     assert_eq!(r.requests.len(), 6);
-    let invalid = r.requests.iter().filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
+    let invalid = r
+        .requests
+        .iter()
+        .filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
     assert_eq!(invalid.count(), 3);
     assert_eq!(r.analyses[2].failure.as_ref(), Some(failure));
-    assert_eq!(r.analyses[0].prompt_tokens, 200, "both sentiment batches counted");
+    assert_eq!(
+        r.analyses[0].prompt_tokens, 200,
+        "both sentiment batches counted"
+    );
     assert_eq!(r.analyses[0].est_tokens_all_reviews, 500);
-    assert_eq!(lock(&llm.seen)[0], (Kind::Sentiment, 1), "a sentiment batch goes first");
+    assert_eq!(
+        lock(&llm.seen)[0],
+        (Kind::Sentiment, 1),
+        "a sentiment batch goes first"
+    );
 }
 
 #[tokio::test]

@@ -214,7 +214,8 @@ impl<'a> Shared<'a> {
                 r.text.replace(['\n', '\r'], " ")
             ));
         }
-        let tokens = planner.counter.count(&planner.prompts.system) + planner.counter.count(&reviews);
+        let tokens =
+            planner.counter.count(&planner.prompts.system) + planner.counter.count(&reviews);
         Self {
             reviews,
             tokens,

@@ -7,7 +7,7 @@ pub mod html;
 
 use serde::Serialize;
 
-use crate::metrics::{fmt_ms, RunSummary, RunTally};
+use crate::metrics::{fmt_ms, RequestMetrics, RunSummary, RunTally};
 use crate::store::{Day, Db, StoreError};
 
 /// A run's record.
@@ -35,6 +35,22 @@ pub struct RequestPoint {
     pub tpot_ms: Option<f64>,
     pub e2e_ms: f64,
     pub completion_tokens: u64,
+}
+
+impl RequestPoint {
+    fn new(t_s: f64, m: &RequestMetrics, meets_sla: bool) -> Self {
+        Self {
+            t_s,
+            kind: m.kind.as_str().to_string(),
+            ok: m.ok,
+            meets_sla,
+            queue_ms: m.queue_ms,
+            ttft_ms: m.ttft_ms,
+            tpot_ms: m.tpot_ms(),
+            e2e_ms: m.e2e_ms,
+            completion_tokens: m.completion_tokens.unwrap_or(0),
+        }
+    }
 }
 
 /// A server-side sample (`server_metrics`), timed like [`RequestPoint`].
@@ -79,17 +95,7 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
     let t_s = |at: &str| (epoch_ms(at).unwrap_or(t0) - t0) / 1000.0;
     let requests = rows
         .iter()
-        .map(|(at, m, meets)| RequestPoint {
-            t_s: t_s(at),
-            kind: m.kind.as_str().to_string(),
-            ok: m.ok,
-            meets_sla: *meets,
-            queue_ms: m.queue_ms,
-            ttft_ms: m.ttft_ms,
-            tpot_ms: m.tpot_ms(),
-            e2e_ms: m.e2e_ms,
-            completion_tokens: m.completion_tokens.unwrap_or(0),
-        })
+        .map(|(at, m, meets)| RequestPoint::new(t_s(at), m, *meets))
         .collect();
     let summary = match rec.summary {
         Some(s) => s,
@@ -130,10 +136,6 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
     }))
 }
 
-fn ms(v: Option<f64>) -> String {
-    fmt_ms(v, "")
-}
-
 /// The terminal table.
 pub fn table(r: &RunReport) -> String {
     let s = &r.summary;
@@ -150,6 +152,21 @@ pub fn table(r: &RunReport) -> String {
         s.wall_ms / 1000.0,
         s.analysis_ms / 1000.0
     );
+    for (k, v) in totals(s) {
+        out.push_str(&format!("{k:<12} {v}\n"));
+    }
+    out.push_str(&latencies(s));
+    if !s.failure_reasons.is_empty() {
+        out.push_str("failures by reason\n");
+        for (reason, n) in &s.failure_reasons {
+            out.push_str(&format!("  {n:>4}× {reason}\n"));
+        }
+    }
+    out
+}
+
+/// The table's counts, rates, tokens and cost, one (label, line) each.
+fn totals(s: &RunSummary) -> [(&'static str, String); 6] {
     let sla = s.sla.map_or(String::new(), |l| {
         let e2e = l
             .e2e_ms
@@ -164,7 +181,7 @@ pub fn table(r: &RunReport) -> String {
         (Some(c), None) => format!("${c:.4}"),
         _ => "no GPU price set ([cost] gpu_usd_per_hour)".into(),
     };
-    let rows = [
+    [
         (
             "restaurants",
             format!(
@@ -198,14 +215,15 @@ pub fn table(r: &RunReport) -> String {
             ),
         ),
         ("cost", cost),
-    ];
-    for (k, v) in rows {
-        out.push_str(&format!("{k:<12} {v}\n"));
-    }
-    out.push_str(&format!(
+    ]
+}
+
+/// p50/p95/p99 of each latency.
+fn latencies(s: &RunSummary) -> String {
+    let mut out = format!(
         "{:<12} {:>8} {:>8} {:>8}\n",
         "latency ms", "p50", "p95", "p99"
-    ));
+    );
     for (name, p) in [
         ("TTFT", s.ttft_ms),
         ("TPOT", s.tpot_ms),
@@ -215,16 +233,10 @@ pub fn table(r: &RunReport) -> String {
     ] {
         out.push_str(&format!(
             "  {name:<10} {:>8} {:>8} {:>8}\n",
-            ms(p.p50),
-            ms(p.p95),
-            ms(p.p99)
+            fmt_ms(p.p50, ""),
+            fmt_ms(p.p95, ""),
+            fmt_ms(p.p99, "")
         ));
-    }
-    if !s.failure_reasons.is_empty() {
-        out.push_str("failures by reason\n");
-        for (reason, n) in &s.failure_reasons {
-            out.push_str(&format!("  {n:>4}× {reason}\n"));
-        }
     }
     out
 }
@@ -243,7 +255,7 @@ pub fn daily_table(days: &[Day]) -> String {
             d.sla_compliance_pct
                 .map_or("-".into(), |v| format!("{v:.1}")),
             d.goodput_rps.map_or("-".into(), |v| format!("{v:.3}")),
-            ms(d.ttft_mean_ms)
+            fmt_ms(d.ttft_mean_ms, "")
         ));
     }
     out

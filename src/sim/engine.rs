@@ -252,10 +252,7 @@ impl Engine {
         let step_ms = self.step_ms(batch.prefill);
         self.sleep(step_ms).await;
         let now = Instant::now();
-        let mut st = match stats.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = crate::domain::lock(stats);
         st.steps += 1;
         st.busy_ms += step_ms;
         st.seq_steps += self.running.len() as u64;

@@ -21,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use super::engine::{Event, NewSeq};
 use super::prometheus::prometheus;
 use super::sse::Sse;
-use super::{content, lock, Fault, State};
+use super::{content, Fault, State};
+use crate::domain::lock;
 
 type Body = BoxBody<Bytes, std::io::Error>;
 

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::domain::lock;
 use engine::NewSeq;
 pub use engine::{EngineConfig, EngineStats, LatencyModel};
 pub use faults::{Fault, FaultPlan};
@@ -109,13 +110,6 @@ impl SimServer {
     /// Chat requests received so far.
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::Relaxed)
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

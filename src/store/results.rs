@@ -8,9 +8,7 @@ use rusqlite::{params, Transaction};
 use serde_json::Value;
 
 use super::{Db, Store, StoreError};
-use crate::domain::{
-    now, ErrorClass, Failure, Kind, RequestStatus, ResultKey, ResultStatus,
-};
+use crate::domain::{now, ErrorClass, Failure, Kind, RequestStatus, ResultKey, ResultStatus};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
 
 /// One analysis outcome to store.

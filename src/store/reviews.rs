@@ -299,7 +299,8 @@ impl Store {
         after: String,
         limit: usize,
     ) -> Result<Vec<RestaurantRow>, StoreError> {
-        self.call(move |db| db.restaurants_after(&after, limit)).await
+        self.call(move |db| db.restaurants_after(&after, limit))
+            .await
     }
 
     pub async fn restaurant_count(&self) -> Result<u64, StoreError> {

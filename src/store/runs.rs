@@ -54,7 +54,14 @@ impl Db {
         self.conn.execute(
             "INSERT INTO runs (job_name, command, model, started_at, status, config_json)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![r.job_name, r.command, r.model, now(), RunStatus::Running, r.config_json],
+            params![
+                r.job_name,
+                r.command,
+                r.model,
+                now(),
+                RunStatus::Running,
+                r.config_json
+            ],
         )?;
         Ok(self.conn.last_insert_rowid())
     }
