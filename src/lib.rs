@@ -2,32 +2,34 @@
 //!
 //! # Layout
 //!
-//! Data flows one way, one module per stage:
+//! Layers, bottom to top; a module imports only from layers below it (no cycles):
 //!
-//! - [`ingest`]: reads CSV/JSONL review files row by row, validates each row, writes bad rows to a
-//!   rejects file with line number and reason.
-//! - [`embed`]: the [`embed::Embedder`] trait; fastembed on a local multilingual ONNX model, on a
-//!   dedicated thread; each review embedded once per model.
-//! - [`index`]: the [`index::VectorIndex`] trait; the embedded exact index over the store.
-//! - [`select`]: per restaurant, TOP-K nearest the centroid plus diverse reviews by MMR.
-//! - [`plan`]: renders the prompts from `prompts/` with a shared prefix; packs per-review
-//!   sentiment into batches by token count (the model's tokenizer or an estimate); JSON schemas.
-//! - [`infer`]: the [`infer::LlmClient`] trait; async-openai streaming against OpenAI-compatible
-//!   endpoints; one shortest-prefill-first queue, a place per endpoint, governor quotas, retries
-//!   honouring Retry-After, endpoint benching and a fallback model chain.
-//! - [`validate`]: schema and evidence checks; `finish_reason = length` is a failure.
-//! - [`store`]: SQLite (WAL, migrations) on a dedicated thread: reviews, embeddings, runs,
-//!   results, `analysis_metrics`, `vllm_metrics`.
-//! - [`metrics`]: per-request and per-run measures (TTFT, TPOT, ITL, goodput, percentiles,
-//!   cost); server `/metrics` and NVML sampling during a run.
-//!
-//! Reading and measuring: [`report`] (`palate report`: table, HTML charts, daily view),
-//! [`sim`] (a simulated vLLM server for benchmarks and fault tests, never the product path) and
-//! [`bench`] (`palate bench scheduling`).
-//!
-//! Around them: [`config`] (job file + flags → one `Config`), [`cli`] (clap definitions),
-//! [`pipeline`] (runs the stages per restaurant), [`commands`] (each subcommand), [`output`]
-//! (everything printed for people).
+//! 1. [`domain`]: the shared types: analysis kinds, result/request/run statuses (stored through
+//!    `ToSql`/`FromSql`), error classes and [`domain::Failure`], reviews, the result key,
+//!    hashing, timestamps, [`domain::Secret`]. Imports no stage.
+//! 2. [`metrics`]: per-request and per-run measures (TTFT, TPOT, ITL, goodput, percentiles,
+//!    cost) and server `/metrics` + NVML sampling into a [`metrics::scrape::SampleSink`].
+//!    [`sim`]: a simulated vLLM server for benchmarks and fault tests, never the product path.
+//! 3. [`store`]: all of palate's SQL. [`store::Db`] is the typed API over SQLite (WAL,
+//!    migrations); [`store::Store`] runs it on a dedicated thread; [`store::ResultSink`] is the
+//!    seam results leave through.
+//! 4. The stages, in data-flow order, each owning its `[section]` of the job file:
+//!    - [`ingest`]: CSV/JSONL files row by row, each bad row to a rejects file with its line.
+//!    - [`embed`]: the [`embed::Embedder`] trait; fastembed on a local multilingual ONNX model,
+//!      on a dedicated thread; each review embedded once per model.
+//!    - [`index`]: the [`index::VectorIndex`] trait; the embedded exact index over the store.
+//!    - [`select`]: per restaurant, TOP-K nearest the centroid plus diverse reviews by MMR.
+//!    - [`plan`]: prompts from `prompts/` with a shared prefix; sentiment batches by tokens.
+//!    - [`infer`]: the [`infer::LlmClient`] trait; async-openai streaming, a shortest-prefill
+//!      -first queue, governor quotas, retries honouring Retry-After, endpoint ejection, and a
+//!      fallback model chain.
+//!    - [`validate`]: schema and evidence checks; [`validate::ValidationError`] names the group.
+//! 5. [`cli`] (clap definitions only) and [`config`] (a job file + flags → one validated
+//!    `Config`, assembled from the stages' own sections).
+//! 6. [`pipeline`]: runs select → plan → infer → validate → store per restaurant, each in its
+//!    own task. [`report`]: `palate report` (table, HTML charts, daily view). [`bench`]:
+//!    `palate bench scheduling`.
+//! 7. The edge: [`commands`] (each subcommand) and [`output`] (everything printed for people).
 
 pub mod bench;
 pub mod cli;
