@@ -164,7 +164,7 @@ fn workload_plans(w: &Workload) -> anyhow::Result<Vec<RestaurantPlan>> {
                     }
                 })
                 .collect();
-            planner.plan(&format!("bench-{i:04}"), &reviews)
+            planner.plan(&format!("bench-{i:04}"), &reviews, &reviews)
         })
         .collect())
 }
@@ -211,11 +211,9 @@ async fn mode(
         Strategy::Static => {
             let mut all = Vec::new();
             for batch in plans.chunks(concurrency) {
-                let done = futures::future::join_all(
-                    batch
-                        .iter()
-                        .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent)),
-                )
+                let done = futures::future::join_all(batch.iter().map(|p| {
+                    analyse_plan(&llm, p, FollowUps::Concurrent, w.reviews_per_restaurant)
+                }))
                 .await;
                 all.extend(done.into_iter().flatten());
             }
@@ -223,7 +221,7 @@ async fn mode(
         }
         _ => {
             futures::stream::iter(plans)
-                .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent))
+                .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent, w.reviews_per_restaurant))
                 .buffer_unordered(concurrency)
                 .flat_map(futures::stream::iter)
                 .collect()

@@ -149,7 +149,7 @@ fn plan() -> RestaurantPlan {
             rating: None,
         })
         .collect();
-    planner.plan("r", &reviews)
+    planner.plan("r", &reviews, &reviews)
 }
 
 fn client(endpoints: &[&str], model: &str, extra: impl FnOnce(&mut JobFile)) -> OpenAiClient {

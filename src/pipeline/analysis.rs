@@ -4,7 +4,7 @@
 //!
 //! [`ResultSink`]: crate::store::ResultSink
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use tokio::time::Instant;
@@ -14,7 +14,7 @@ use crate::infer::{ChatRequest, FollowUps, LlmClient, Reply};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
 use crate::plan::{Message, PlannedRequest, RestaurantPlan};
 use crate::store::{RestaurantResults, ResultRow};
-use crate::validate::{merge_sentiment, validate, ValidationError};
+use crate::validate::{merge_sentiment, validate, Expect, Label, ValidationError};
 
 /// One analysis kind of a restaurant, after its requests (several for batched sentiment).
 #[derive(Debug)]
@@ -39,48 +39,81 @@ struct Unit {
     requests: Vec<RequestMetrics>,
 }
 
-/// Analyses one restaurant's plan. The first request runs alone and leaves the shared prefix
-/// (system text + reviews) in the server's prefix cache; the others then each compute only their
-/// task, are scheduled by that smaller prefill, and run at once or one after another
-/// (`follow_ups`).
+/// Analyses one restaurant's plan. The summary and the sentiment batches go first; the
+/// strengths follow, checked against the sentiment labels (no strength may be cited from a
+/// review labelled negative) and finding the summary's prompt (system text + selected reviews)
+/// in the server's prefix cache, so each is scheduled by its task's prefill only. Requests of a
+/// phase run at once or one after another (`follow_ups`). `reviews_total` is what the sample
+/// was drawn from, for the aggregate.
 pub async fn analyse_plan(
     llm: &dyn LlmClient,
     plan: &RestaurantPlan,
     follow_ups: FollowUps,
+    reviews_total: usize,
 ) -> Vec<KindOutcome> {
-    let Some((first, rest)) = plan.requests.split_first() else {
-        return Vec::new();
-    };
-    let mut units = vec![unit(llm, plan, first, first.prompt_tokens).await];
-    let cached = rest.iter().map(|r| {
-        unit(
-            llm,
-            plan,
-            r,
-            r.prompt_tokens.saturating_sub(r.prefix_tokens),
-        )
-    });
-    match follow_ups {
-        FollowUps::Concurrent => units.extend(futures::future::join_all(cached).await),
-        FollowUps::Sequential => {
-            for u in cached {
-                units.push(u.await);
-            }
-        }
-    }
+    let of = |k: Kind| plan.requests.iter().filter(move |r| r.kind == k);
+    let system_cached = |r: &PlannedRequest| r.prompt_tokens.saturating_sub(r.prefix_tokens);
+    let first = of(Kind::Summary)
+        .map(|r| unit(llm, plan, r, r.prompt_tokens, None))
+        .chain(of(Kind::Sentiment).map(|r| unit(llm, plan, r, system_cached(r), None)));
+    let mut units = run(first.collect(), follow_ups).await;
+    let sentiment = combine(
+        Kind::Sentiment,
+        units
+            .extract_if(.., |u| u.kind == Kind::Sentiment)
+            .collect(),
+        reviews_total,
+    );
+    let labels = labels_of(&sentiment);
+    let strengths = of(Kind::Strengths)
+        .map(|r| unit(llm, plan, r, system_cached(r), labels.as_ref()))
+        .collect();
+    units.extend(run(strengths, follow_ups).await);
     let mut by_kind: BTreeMap<Kind, Vec<Unit>> = BTreeMap::new();
     for u in units {
         by_kind.entry(u.kind).or_default().push(u);
     }
-    by_kind
-        .into_iter()
-        .map(|(kind, units)| combine(kind, units))
-        .collect()
+    let mut out = vec![sentiment];
+    out.extend(
+        by_kind
+            .into_iter()
+            .map(|(kind, units)| combine(kind, units, reviews_total)),
+    );
+    out
+}
+
+/// Runs the futures of one phase at once or one after another.
+async fn run<F: std::future::Future<Output = Unit>>(units: Vec<F>, f: FollowUps) -> Vec<Unit> {
+    match f {
+        FollowUps::Concurrent => futures::future::join_all(units).await,
+        FollowUps::Sequential => {
+            let mut out = Vec::new();
+            for u in units {
+                out.push(u.await);
+            }
+            out
+        }
+    }
+}
+
+/// Each review's label from a valid sentiment result.
+fn labels_of(k: &KindOutcome) -> Option<HashMap<String, Label>> {
+    let v = k.outcome.as_ref().ok()?;
+    Some(
+        v["reviews"]
+            .as_array()?
+            .iter()
+            .filter_map(|r| {
+                let id = r["review_id"].as_str()?.to_string();
+                Some((id, serde_json::from_value(r["label"].clone()).ok()?))
+            })
+            .collect(),
+    )
 }
 
 /// One kind from its units: valid only if every unit is (a sentiment batch missing would leave
 /// reviews unlabelled); batches' results merged.
-fn combine(kind: Kind, units: Vec<Unit>) -> KindOutcome {
+fn combine(kind: Kind, units: Vec<Unit>, reviews_total: usize) -> KindOutcome {
     let started = units.iter().map(|u| u.started).min();
     let finished = units.iter().map(|u| u.finished).max();
     let processing_ms = match (started, finished) {
@@ -103,8 +136,13 @@ fn combine(kind: Kind, units: Vec<Unit>) -> KindOutcome {
     }
     let outcome = match failure {
         Some(e) => Err(e),
-        // Summary and strengths have one unit, which the merge returns as it is.
-        None => Ok(merge_sentiment(parts)),
+        None if kind == Kind::Sentiment => Ok(merge_sentiment(parts, reviews_total)),
+        // Summary and strengths are one request each.
+        None => parts.into_iter().next().ok_or_else(|| Failure {
+            class: ErrorClass::Permanent,
+            group: "no request planned".into(),
+            message: format!("no {kind} request was planned"),
+        }),
     };
     KindOutcome {
         kind,
@@ -122,7 +160,12 @@ async fn unit(
     plan: &RestaurantPlan,
     req: &PlannedRequest,
     prefill_tokens: u64,
+    labels: Option<&HashMap<String, Label>>,
 ) -> Unit {
+    let expect = Expect {
+        language: req.language,
+        labels,
+    };
     let started = Instant::now();
     let mut chat = ChatRequest {
         restaurant_id: plan.restaurant_id.clone(),
@@ -143,7 +186,7 @@ async fn unit(
             Err(e) => break Err(e.failure()),
         };
         answered_by = Some(reply.model.clone());
-        let invalid = match validate(req.kind, &reply, &req.refs) {
+        let invalid = match validate(req.kind, &reply, &req.refs, expect) {
             Ok(v) => break Ok(v),
             Err(e) => e,
         };

@@ -25,7 +25,7 @@ use crate::index::VectorIndex;
 use crate::infer::LlmClient;
 use crate::metrics::{RunSummary, RunTally};
 use crate::plan::Planner;
-use crate::select::select;
+use crate::select::{select, sentiment_sample};
 use crate::store::{RestaurantResults, RestaurantRow, ResultSink, Store, StoreError};
 
 /// Restaurants read from the store per page.
@@ -60,8 +60,15 @@ impl Pipeline {
         let b = self.planner.limits;
         let mut h = Sha256::new();
         h.update(format!(
-            "{}|k={}|m={}|l={}|b={}/{}|{}",
-            r.reviews_hash, s.k, s.diverse, s.lambda, b.reviews, b.tokens, self.embed_model_id
+            "{}|k={}|m={}|l={}|s={}|b={}/{}|{}",
+            r.reviews_hash,
+            s.k,
+            s.diverse,
+            s.lambda,
+            s.sentiment_sample,
+            b.reviews,
+            b.tokens,
+            self.embed_model_id
         ));
         ResultKey {
             restaurant_id: r.restaurant_id.clone(),
@@ -135,8 +142,11 @@ impl Pipeline {
         if selected.is_empty() {
             anyhow::bail!("no embedded reviews to select from");
         }
-        let plan = self.planner.plan(&r.restaurant_id, &selected);
-        let outcomes = analyse_plan(self.llm.as_ref(), &plan, self.cfg.llm.follow_ups).await;
+        let cap = self.cfg.select.sentiment_sample;
+        let sample = sentiment_sample(&r.restaurant_id, &all, cap);
+        let plan = self.planner.plan(&r.restaurant_id, &selected, &sample);
+        let follow_ups = self.cfg.llm.follow_ups;
+        let outcomes = analyse_plan(self.llm.as_ref(), &plan, follow_ups, all.len()).await;
         let tokens = |rs: &[StoredReview]| -> u64 {
             rs.iter()
                 .map(|rv| self.planner.counter.count(&rv.text))

@@ -68,20 +68,34 @@ fn plan() -> RestaurantPlan {
             rating: None,
         })
         .collect();
-    planner.plan("r1", &reviews)
+    planner.plan("r1", &reviews, &reviews)
 }
 
-/// A valid sentiment answer for exactly the references the request's schema allows.
+/// A valid sentiment answer for exactly the references the request's schema asks for: every
+/// review positive, except "Rude staff." and, if `broth` says so, "Great broth…" negative.
+fn labels_for(req: &ChatRequest, broth: &str) -> String {
+    let mut labels = serde_json::Map::new();
+    for r in req.schema["required"].as_array().unwrap() {
+        let r = r.as_str().unwrap();
+        let line = req.messages[1]
+            .content
+            .lines()
+            .find(|l| l.starts_with(&format!("[{r}]")))
+            .unwrap();
+        let label = if line.contains("Rude") {
+            "negative"
+        } else if line.contains("broth") {
+            broth
+        } else {
+            "positive"
+        };
+        labels.insert(r.to_string(), json!(label));
+    }
+    serde_json::Value::Object(labels).to_string()
+}
+
 fn sentiment_for(req: &ChatRequest) -> String {
-    let refs = req.schema["properties"]["reviews"]["items"]["properties"]["ref"]["enum"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let reviews: Vec<_> = refs
-        .iter()
-        .map(|r| json!({"ref": r, "label": "positive", "score": 0.8}))
-        .collect();
-    json!({"reviews": reviews, "overall": {"label": "positive", "score": 0.8}}).to_string()
+    labels_for(req, "positive")
 }
 
 const SUMMARY: &str = r#"{"summary":"Rich broth, rude staff.","aspects":{"food":{"sentiment":"positive","summary":"Rich broth"}}}"#;
@@ -117,12 +131,14 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
         },
         seen: Mutex::default(),
     };
-    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Sequential).await;
+    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Sequential, 3).await;
     let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
 
     let kinds: Vec<Kind> = r.rows.iter().map(|row| row.kind).collect();
     assert_eq!(kinds, Kind::ALL);
     let sentiment = r.rows[0].outcome.as_ref().unwrap();
+    assert_eq!(sentiment["aggregate"]["sample_size"], 3);
+    assert_eq!(sentiment["aggregate"]["negative"], 0.333);
     let mut labelled: Vec<&str> = sentiment["reviews"]
         .as_array()
         .unwrap()
@@ -165,10 +181,12 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
         "both sentiment batches counted"
     );
     assert_eq!(r.analyses[0].est_tokens_all_reviews, 500);
+    let seen = lock(&llm.seen).clone();
+    assert_eq!(seen[0], (Kind::Summary, 1), "the summary goes first");
     assert_eq!(
-        lock(&llm.seen)[0],
-        (Kind::Sentiment, 1),
-        "a sentiment batch goes first"
+        seen.last(),
+        Some(&(Kind::Strengths, 2)),
+        "strengths after the labels"
     );
 }
 
@@ -176,7 +194,7 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
 async fn a_request_error_fails_its_kind_with_the_class_and_leaves_the_others() {
     let llm = Scripted {
         script: |kind, _, req| match kind {
-            Kind::Sentiment if req.messages[1].content.contains("R3") => {
+            Kind::Sentiment if req.messages[1].content.contains("Rude") => {
                 Err(InferError::Transient("HTTP 503: busy".into()))
             }
             Kind::Sentiment => Ok(sentiment_for(req)),
@@ -185,7 +203,7 @@ async fn a_request_error_fails_its_kind_with_the_class_and_leaves_the_others() {
         },
         seen: Mutex::default(),
     };
-    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent).await;
+    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent, 3).await;
     let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
     let failure = r.rows[0].outcome.as_ref().unwrap_err();
     assert_eq!(failure.class, ErrorClass::Transient);
@@ -194,4 +212,29 @@ async fn a_request_error_fails_its_kind_with_the_class_and_leaves_the_others() {
     assert!(r.rows[1].outcome.is_ok() && r.rows[2].outcome.is_ok());
     let strengths = r.rows[2].outcome.as_ref().unwrap();
     assert_eq!(strengths["strengths"][0]["evidence"][0]["review_id"], "rv0");
+}
+
+#[tokio::test]
+async fn a_strength_quoted_from_a_review_labelled_negative_is_refused() {
+    let llm = Scripted {
+        script: |kind, _, req| match kind {
+            Kind::Sentiment => Ok(labels_for(req, "negative")),
+            Kind::Summary => Ok(SUMMARY.into()),
+            Kind::Strengths => Ok(STRENGTHS.into()),
+        },
+        seen: Mutex::default(),
+    };
+    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent, 3).await;
+    let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
+    let failure = r.rows[2].outcome.as_ref().unwrap_err();
+    assert_eq!(
+        failure.group,
+        "invalid output: strength cites a negative review"
+    );
+    let retry = &r.requests.last().unwrap();
+    assert_eq!(
+        (retry.kind, retry.attempt),
+        (Kind::Strengths, 2),
+        "the repair was asked for"
+    );
 }

@@ -80,13 +80,16 @@ impl MaxTokens {
     }
 }
 
-/// A selected review as the prompt shows it.
+/// A review as a prompt shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReviewRef {
     /// `R1`, `R2`, … in prompt order.
     pub reference: String,
     pub review_id: String,
     pub text: String,
+    /// Counted in the restaurant's sentiment aggregate (a review labelled only because a
+    /// summary or strength may quote it is not).
+    pub in_sample: bool,
 }
 
 /// One chat message.
@@ -104,9 +107,12 @@ pub struct PlannedRequest {
     /// JSON schema for `response_format`, with `ref` restricted to this restaurant's references.
     pub schema: Value,
     pub max_tokens: u32,
-    /// The references this request answers for: a sentiment batch's own, else all of them.
+    /// The reviews this request shows and answers for.
     pub refs: Vec<ReviewRef>,
-    /// Prompt tokens in all, and in the part every request of the restaurant shares.
+    /// The language the answer's text must be in.
+    pub language: &'static str,
+    /// Prompt tokens in all, and in the part a server may have cached from an earlier request
+    /// of the restaurant (the system text; for summary and strengths, also the selected reviews).
     pub prompt_tokens: u64,
     pub prefix_tokens: u64,
 }
@@ -134,29 +140,39 @@ pub struct Planner {
 }
 
 impl Planner {
-    /// Builds the plan from the selected reviews, in selection order.
-    pub fn plan(&self, restaurant_id: &str, selected: &[StoredReview]) -> RestaurantPlan {
-        let refs: Vec<ReviewRef> = selected
+    /// The restaurant's requests. Sentiment labels `sample` (the unbiased sample the aggregate is
+    /// taken over) and any selected review outside it (a strength may cite it), in batches that
+    /// each show their own reviews; summary and strengths show the `selected` reviews, in
+    /// selection order, after the same system text, so the second finds them cached.
+    pub fn plan(
+        &self,
+        restaurant_id: &str,
+        selected: &[StoredReview],
+        sample: &[StoredReview],
+    ) -> RestaurantPlan {
+        let language = language_of(selected);
+        let extra = selected
             .iter()
-            .enumerate()
-            .map(|(i, r)| ReviewRef {
-                reference: format!("R{}", i + 1),
-                review_id: r.review_id.clone(),
-                text: r.text.clone(),
+            .filter(|r| !sample.iter().any(|s| s.review_id == r.review_id));
+        let labelled: Vec<(&StoredReview, bool)> = (sample.iter().map(|r| (r, true)))
+            .chain(extra.map(|r| (r, false)))
+            .collect();
+        let sizes: Vec<u64> = labelled
+            .iter()
+            .map(|(r, _)| self.counter.count(&r.text))
+            .collect();
+        let mut requests: Vec<PlannedRequest> = batch::pack(&sizes, self.limits)
+            .iter()
+            .map(|b| {
+                let group: Vec<(&StoredReview, bool)> = b.iter().map(|&i| labelled[i]).collect();
+                let shown = Shown::new(self, &refs(&group), language, false);
+                self.request(Kind::Sentiment, &shown)
             })
             .collect();
-        let shared = Shared::new(self, &refs, language_of(selected));
-        let sizes: Vec<u64> = refs.iter().map(|r| self.counter.count(&r.text)).collect();
-        let sentiment_groups = batch::pack(&sizes, self.limits)
-            .iter()
-            .map(|b| b.iter().map(|&i| refs[i].clone()).collect())
-            .collect::<Vec<Vec<ReviewRef>>>();
-        let mut requests: Vec<PlannedRequest> = sentiment_groups
-            .into_iter()
-            .map(|g| self.request(Kind::Sentiment, g, &shared))
-            .collect();
+        let group: Vec<(&StoredReview, bool)> = selected.iter().map(|r| (r, false)).collect();
+        let shown = Shown::new(self, &refs(&group), language, true);
         for kind in [Kind::Summary, Kind::Strengths] {
-            requests.push(self.request(kind, refs.clone(), &shared));
+            requests.push(self.request(kind, &shown));
         }
         RestaurantPlan {
             restaurant_id: restaurant_id.to_string(),
@@ -164,14 +180,14 @@ impl Planner {
         }
     }
 
-    /// One request: the shared prefix, then this kind's task over `group`.
-    fn request(&self, kind: Kind, group: Vec<ReviewRef>, shared: &Shared<'_>) -> PlannedRequest {
+    /// One request: the reviews shown, then this kind's task over them.
+    fn request(&self, kind: Kind, shown: &Shown) -> PlannedRequest {
         let p = &self.prompts;
-        let names: Vec<&str> = group.iter().map(|r| r.reference.as_str()).collect();
+        let names: Vec<&str> = shown.refs.iter().map(|r| r.reference.as_str()).collect();
         let task = p.tasks[kind as usize]
-            .replace("{{n}}", &group.len().to_string())
+            .replace("{{n}}", &shown.refs.len().to_string())
             .replace("{{refs}}", &names.join(", "))
-            .replace("{{language}}", shared.language);
+            .replace("{{language}}", shown.language);
         let task = format!("\n{}", task.trim());
         PlannedRequest {
             kind,
@@ -182,43 +198,63 @@ impl Planner {
                 },
                 Message {
                     role: "user",
-                    content: format!("{}{task}", shared.reviews),
+                    content: format!("{}{task}", shown.block),
                 },
             ],
-            schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &group),
+            schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &shown.refs),
             max_tokens: self.max.of(kind),
-            refs: group,
-            prompt_tokens: shared.tokens + self.counter.count(&task),
-            prefix_tokens: shared.tokens,
+            refs: shown.refs.clone(),
+            language: shown.language,
+            prompt_tokens: shown.tokens + self.counter.count(&task),
+            prefix_tokens: shown.cached_tokens,
         }
     }
 }
 
-/// What every request of a restaurant starts with.
-struct Shared<'a> {
-    /// The reviews block of the user message, one line per review.
-    reviews: String,
-    /// Tokens of the system text and the reviews block.
-    tokens: u64,
-    language: &'a str,
+/// References `R1`… for reviews in prompt order.
+fn refs(group: &[(&StoredReview, bool)]) -> Vec<ReviewRef> {
+    group
+        .iter()
+        .enumerate()
+        .map(|(i, (r, in_sample))| ReviewRef {
+            reference: format!("R{}", i + 1),
+            review_id: r.review_id.clone(),
+            text: r.text.clone(),
+            in_sample: *in_sample,
+        })
+        .collect()
 }
 
-impl<'a> Shared<'a> {
-    fn new(planner: &Planner, refs: &[ReviewRef], language: &'a str) -> Self {
-        let mut reviews = format!("Reviews ({}):\n", refs.len());
+/// Reviews as a prompt shows them, before its task.
+struct Shown {
+    refs: Vec<ReviewRef>,
+    /// The reviews block of the user message, one line per review.
+    block: String,
+    /// Tokens of the system text and the reviews block.
+    tokens: u64,
+    /// The part of `tokens` that an earlier request of the restaurant has the same.
+    cached_tokens: u64,
+    language: &'static str,
+}
+
+impl Shown {
+    fn new(planner: &Planner, refs: &[ReviewRef], language: &'static str, shared: bool) -> Self {
+        let mut block = format!("Reviews ({}):\n", refs.len());
         for r in refs {
             // One line per review keeps references unambiguous.
-            reviews.push_str(&format!(
+            block.push_str(&format!(
                 "[{}] {}\n",
                 r.reference,
                 r.text.replace(['\n', '\r'], " ")
             ));
         }
-        let tokens =
-            planner.counter.count(&planner.prompts.system) + planner.counter.count(&reviews);
+        let system = planner.counter.count(&planner.prompts.system);
+        let tokens = system + planner.counter.count(&block);
         Self {
-            reviews,
+            refs: refs.to_vec(),
+            block,
             tokens,
+            cached_tokens: if shared { tokens } else { system },
             language,
         }
     }
@@ -283,32 +319,31 @@ mod tests {
             review("r-002", "Great galbi but the queue was\n40 minutes.", "en"),
             review("r-003", "직원분들이 친절해요", "ko"),
         ];
-        planner(p, 16).plan("r", &reviews)
+        planner(p, 16).plan("r", &reviews, &reviews)
     }
 
     #[test]
-    fn three_prompts_share_everything_but_the_task() {
+    fn summary_and_strengths_share_everything_but_the_task() {
         let plan = plan();
-        let users: Vec<&str> = plan
-            .requests
+        let users: Vec<&str> = plan.requests[1..]
             .iter()
             .map(|r| r.messages[1].content.as_str())
             .collect();
-        let common = users[0]
-            .char_indices()
-            .zip(users[1].chars())
-            .take_while(|((_, a), b)| a == b)
-            .count();
-        let prefix: String = users[0].chars().take(common).collect();
+        let prefix = users[0].split("\nTask").next().unwrap();
         assert!(
             prefix.contains("[R3] 직원분들이 친절해요"),
-            "the reviews are in the shared prefix"
+            "the reviews are in the prefix"
         );
-        assert!(users.iter().all(|u| u.starts_with(&prefix)));
+        assert!(users.iter().all(|u| u.starts_with(prefix)));
         assert!(plan
             .requests
             .iter()
             .all(|r| r.messages[0] == plan.requests[0].messages[0]));
+        let (summary, sentiment) = (&plan.requests[1], &plan.requests[0]);
+        assert!(
+            summary.prefix_tokens > sentiment.prefix_tokens,
+            "sentiment shares the system text only"
+        );
     }
 
     #[test]
@@ -320,14 +355,17 @@ mod tests {
     }
 
     #[test]
-    fn schema_restricts_refs_and_sentiment_count() {
+    fn schema_asks_one_label_per_reference_in_order_and_quotes_from_each_review() {
         let plan = plan();
         let s = &plan.requests[0].schema;
+        assert_eq!(s["required"], json!(["R1", "R2", "R3"]));
+        let keys: Vec<&String> = s["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys.len(), 3);
         assert_eq!(
-            s["properties"]["reviews"]["items"]["properties"]["ref"]["enum"],
-            json!(["R1", "R2", "R3"])
+            s["properties"]["R2"]["enum"],
+            json!(["positive", "negative", "mixed", "neutral"])
         );
-        assert_eq!(s["properties"]["reviews"]["minItems"], json!(3));
+        assert_eq!(s["additionalProperties"], json!(false));
         let st = &plan.requests[2].schema;
         let alts =
             &st["properties"]["strengths"]["items"]["properties"]["evidence"]["items"]["anyOf"];
@@ -335,6 +373,11 @@ mod tests {
         assert_eq!(
             alts[1]["properties"]["quote"]["enum"],
             json!(["Great galbi but the queue was", "40 minutes."])
+        );
+        assert_eq!(
+            st["properties"]["strengths"]["minItems"],
+            json!(0),
+            "none is an answer"
         );
     }
 
@@ -355,16 +398,18 @@ mod tests {
     fn language_follows_the_majority() {
         let plan = plan();
         assert!(plan.requests[1].messages[1].content.contains("in Korean"));
+        assert_eq!(plan.requests[1].language, "Korean");
         assert_eq!(language_of(&[review("a", "good", "en")]), "English");
     }
 
     #[test]
-    fn sentiment_is_batched_and_every_request_shares_the_prefix() {
+    fn the_sample_is_labelled_in_batches_and_a_selected_review_outside_it_too() {
         let p = Prompts::load(Path::new("prompts")).unwrap();
-        let reviews: Vec<StoredReview> = (0..5)
+        let sample: Vec<StoredReview> = (0..5)
             .map(|i| review(&format!("r-{i}"), &"good soup ".repeat(i + 1), "en"))
             .collect();
-        let plan = planner(p, 2).plan("r", &reviews);
+        let selected = vec![sample[0].clone(), review("r-9", "rude staff", "en")];
+        let plan = planner(p, 2).plan("r", &selected, &sample);
         let kinds: Vec<&str> = plan.requests.iter().map(|r| r.kind.as_str()).collect();
         assert_eq!(
             kinds,
@@ -376,28 +421,22 @@ mod tests {
                 "strengths"
             ]
         );
-        let labelled: Vec<&str> = plan.requests[..3]
+        let labelled: Vec<(&str, bool)> = plan.requests[..3]
             .iter()
-            .flat_map(|r| r.refs.iter().map(|x| x.reference.as_str()))
+            .flat_map(|r| r.refs.iter().map(|x| (x.review_id.as_str(), x.in_sample)))
             .collect();
-        assert_eq!(labelled.len(), 5);
+        assert_eq!(labelled.len(), 6, "5 in the sample and r-9");
+        assert!(labelled.contains(&("r-9", false)));
         for r in &plan.requests[..3] {
             let names: Vec<&str> = r.refs.iter().map(|x| x.reference.as_str()).collect();
             assert!(r.messages[1].content.contains(&names.join(", ")));
-            assert_eq!(
-                r.schema["properties"]["reviews"]["minItems"],
-                json!(r.refs.len())
-            );
+            assert_eq!(r.schema["required"], json!(names));
         }
-        let prefix = plan.requests[0].messages[1]
-            .content
-            .split("\nTask")
-            .next()
-            .unwrap();
-        assert!(plan
-            .requests
-            .iter()
-            .all(|r| r.messages[1].content.starts_with(prefix)));
+        assert_eq!(
+            plan.requests[3].refs.len(),
+            2,
+            "summary shows the selection"
+        );
         assert!(plan
             .requests
             .iter()

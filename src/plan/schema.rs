@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use super::{Kind, ReviewRef};
 
-/// Specialises a schema to this restaurant, so constrained decoding cannot cite a review that is
-/// not in the prompt: sentiment gets exactly one entry per reference; strengths evidence becomes
+/// Specialises a schema to this request's reviews, so constrained decoding cannot cite a review
+/// that is not in the prompt: sentiment gets exactly one label per reference; strengths evidence becomes
 /// one alternative per review whose `quote` must be one of that review's own sentences (verbatim
 /// by construction; validate still checks it).
 pub fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
@@ -13,10 +13,20 @@ pub fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
     let mut s = schema.clone();
     match kind {
         Kind::Sentiment => {
-            let reviews = &mut s["properties"]["reviews"];
-            reviews["items"]["properties"]["ref"]["enum"] = json!(names);
-            reviews["minItems"] = json!(refs.len());
-            reviews["maxItems"] = json!(refs.len());
+            // One required property per reference, in order: constrained decoding then writes
+            // each review's label exactly once, in order (vLLM's and llama.cpp's grammars both
+            // emit required properties in the order listed).
+            let label = s["$defs"]["label"].take();
+            let props: serde_json::Map<String, Value> = names
+                .iter()
+                .map(|n| (n.to_string(), label.clone()))
+                .collect();
+            if let Some(o) = s.as_object_mut() {
+                o.remove("$defs");
+            }
+            s["properties"] = Value::Object(props);
+            s["required"] = json!(names);
+            s["additionalProperties"] = json!(false);
         }
         Kind::Strengths => {
             let per_review: Vec<Value> = refs
