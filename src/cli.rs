@@ -55,6 +55,15 @@ pub struct ReportArgs {
     /// Also write a self-contained HTML page with charts here.
     #[arg(long)]
     pub html: Option<PathBuf>,
+    /// Also write the analyses themselves here: one self-contained HTML page with a card per
+    /// restaurant (sentiment mix, summary and aspects, strengths with their quotes marked in the
+    /// cited reviews, failed analyses with their reasons).
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Restaurants on the results page, the first in id order. Each card carries the full text
+    /// of the reviews it cites, so a page of the whole catalogue can run to tens of megabytes.
+    #[arg(long, default_value_t = 200)]
+    pub limit: usize,
     /// Goodput and SLA compliance per day instead (the `daily_metrics` view).
     #[arg(long)]
     pub daily: bool,

@@ -250,11 +250,26 @@ pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
         database.display()
     );
     let db = Db::open(database)?;
+    if let Some(path) = &a.results {
+        use std::io::Write as _;
+        let cannot = || format!("cannot write {}", path.display());
+        let mut w = std::io::BufWriter::new(File::create(path).with_context(cannot)?);
+        let (shown, total) =
+            crate::report::results::write_page(&db, a.limit, &mut w).with_context(cannot)?;
+        w.flush().with_context(cannot)?;
+        output::line(&format!(
+            "wrote {} ({shown} of {total} restaurants with results)",
+            path.display()
+        ));
+    }
     if a.daily {
         output::line(&crate::report::daily_table(&db.daily(a.days)?));
         return Ok(exit::OK);
     }
     let Some(r) = crate::report::load(&db, a.run)? else {
+        if a.results.is_some() && a.html.is_none() {
+            return Ok(exit::OK);
+        }
         anyhow::bail!(
             "{} has no run{}",
             database.display(),

@@ -1,9 +1,11 @@
 //! report: a run's metrics as people read them. `palate report` prints a table (throughput,
 //! goodput, SLA compliance, latency percentiles, token savings, cost, failures by reason);
 //! `--html FILE` writes one self-contained page of SVG charts ([`html`]); `--daily` prints the
-//! `daily_metrics` view.
+//! `daily_metrics` view. `--results FILE` writes a page of the analyses themselves, a card per
+//! restaurant ([`results`]).
 
 pub mod html;
+pub mod results;
 
 use serde::Serialize;
 

@@ -7,7 +7,9 @@
 //! - [`results`]: analysis results and their metrics; [`ResultSink`], the seam for the app's
 //!   database.
 //! - [`runs`]: run records, server samples and the queries behind `palate report`.
+//! - `cards`: the queries behind the results page (`palate report --results`).
 
+mod cards;
 pub mod results;
 pub mod reviews;
 pub mod runs;
@@ -19,6 +21,7 @@ use std::sync::mpsc;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+pub use cards::{CardResult, CardRow};
 pub use results::{RestaurantResults, ResultRow, ResultSink, StoredResult};
 pub use reviews::{IngestWriter, RestaurantRow, Upsert};
 pub use runs::{Day, RunRecord, RunStart};
