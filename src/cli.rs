@@ -40,6 +40,10 @@ pub enum Command {
     /// A run's metrics: a table (throughput, goodput, SLA compliance, latency percentiles, token
     /// savings, cost, failures), an HTML page of charts, or goodput per day.
     Report(ReportArgs),
+    /// Score the analyses on labelled data (each review's rating): per-review accuracy, the
+    /// restaurant aggregate's error against the sample size and its tokens, TOP-K selection
+    /// against all reviews, consistency over repeats, MMR diversity (see docs/quality.md).
+    Eval(EvalArgs),
     /// Benchmarks whose output states the figures (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchSuite),
@@ -117,6 +121,29 @@ pub struct SchedulingArgs {
     #[arg(long, default_value = "prompts")]
     pub prompts_dir: PathBuf,
     /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Restaurants evaluated, the first in id order (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub restaurants: usize,
+    /// Restaurants labelled `--repeats` times to measure consistency.
+    #[arg(long, default_value_t = 4)]
+    pub consistency: usize,
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Sampling caps to measure the aggregate's error and tokens at.
+    #[arg(long, value_delimiter = ',', default_value = "8,16,24,32,48")]
+    pub caps: Vec<usize>,
+    /// Random draws per cap and restaurant.
+    #[arg(long, default_value_t = 50)]
+    pub draws: usize,
+    /// Also write every figure, per restaurant too, as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

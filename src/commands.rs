@@ -9,10 +9,11 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{AnalyzeArgs, IngestArgs, ReportArgs, RunArgs, SchedulingArgs};
+use crate::cli::{AnalyzeArgs, EvalArgs, IngestArgs, ReportArgs, RunArgs, SchedulingArgs};
 use crate::config::Config;
 use crate::domain::{exit, millis, ResultStatus, RunStatus};
 use crate::embed::{embed_missing, Embedder, FastEmbedder};
+use crate::eval::EvalOptions;
 use crate::index::EmbeddedIndex;
 use crate::infer::OpenAiClient;
 use crate::ingest::{ingest_file, IngestError, IngestReport};
@@ -73,7 +74,11 @@ async fn ingest_inputs(store: &Store, cfg: &Config) -> (Vec<IngestReport>, Vec<I
 }
 
 /// Loads everything a pipeline needs: prompts, embedder (and embeds what is missing), LLM client.
-async fn pipeline(cfg: Config, store: Store, only: Option<&str>) -> anyhow::Result<Arc<Pipeline>> {
+pub async fn pipeline(
+    cfg: Config,
+    store: Store,
+    only: Option<&str>,
+) -> anyhow::Result<Arc<Pipeline>> {
     let planner = Planner {
         prompts: Prompts::load(&cfg.llm.prompts_dir)?,
         counter: TokenCounter::load(cfg.plan.tokenizer.as_deref())?,
@@ -210,6 +215,34 @@ pub async fn analyze(args: &AnalyzeArgs, cancel: CancellationToken) -> anyhow::R
     })
 }
 
+pub async fn eval(args: &EvalArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let store = Store::open(&cfg.job.database)?;
+    let (reports, input_errors) = ingest_inputs(&store, &cfg).await;
+    reports.iter().for_each(output::ingest_report);
+    input_errors.iter().for_each(|e| output::error(e));
+    let concurrency = cfg.job.restaurant_concurrency;
+    let p = pipeline(cfg, store.clone(), None).await?;
+    let restaurants = store
+        .restaurants_after(String::new(), usize::MAX >> 1)
+        .await?;
+    let opts = EvalOptions {
+        restaurants: args.restaurants,
+        consistency_restaurants: args.consistency,
+        repeats: args.repeats,
+        caps: args.caps.clone(),
+        draws: args.draws,
+        concurrency,
+    };
+    let report = crate::eval::evaluate(&p, restaurants, &opts).await?;
+    output::line(&report.markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
+}
+
 pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
     let engine = crate::sim::EngineConfig {
         latency: crate::sim::LatencyModel {
@@ -264,6 +297,7 @@ pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
     }
     if a.daily {
         output::line(&crate::report::daily_table(&db.daily(a.days)?));
+        output::line(&crate::report::quality_table(&db.daily_quality(a.days)?));
         return Ok(exit::OK);
     }
     let Some(r) = crate::report::load(&db, a.run)? else {

@@ -27,8 +27,8 @@
 //! 5. [`cli`] (clap definitions only) and [`config`] (a job file + flags → one validated
 //!    `Config`, assembled from the stages' own sections).
 //! 6. [`pipeline`]: runs select → plan → infer → validate → store per restaurant, each in its
-//!    own task. [`report`]: `palate report` (table, HTML charts, daily view). [`bench`]:
-//!    `palate bench scheduling`.
+//!    own task. [`report`]: `palate report` (table, HTML charts, daily view, results page).
+//!    [`eval`]: `palate eval`, quality on labelled data. [`bench`]: `palate bench scheduling`.
 //! 7. The edge: [`commands`] (each subcommand) and [`output`] (everything printed for people).
 
 pub mod bench;
@@ -37,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod embed;
+pub mod eval;
 pub mod index;
 pub mod infer;
 pub mod ingest;

@@ -32,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ingest(a) => commands::ingest(a),
         Command::Run(a) => runtime()?.block_on(with_signals(|c| commands::run(a, c))),
         Command::Analyze(a) => runtime()?.block_on(with_signals(|c| commands::analyze(a, c))),
+        Command::Eval(a) => runtime()?.block_on(commands::eval(a)),
         Command::Bench(BenchSuite::Scheduling(a)) => commands::bench_scheduling(a),
         Command::Report(a) => commands::report(a),
     }

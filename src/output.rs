@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::domain::Kind;
 use crate::ingest::IngestReport;
 use crate::metrics::{fmt_ms, RunSummary};
 use crate::pipeline::RestaurantOutcome;
@@ -72,21 +73,101 @@ pub fn results_json(restaurant_id: &str, results: &[StoredResult]) -> anyhow::Re
     Ok(())
 }
 
+/// One restaurant's analysis for a person: the sentiment mix, the summary and its aspects, the
+/// strengths with their quotes, and any analysis that failed with its reason.
 pub fn results_text(restaurant_id: &str, results: &[StoredResult]) {
     println!("== {restaurant_id}");
     for r in results {
-        match (&r.result, &r.error) {
-            (Some(v), _) => {
-                println!("-- {} ({})", r.kind, r.model);
-                println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-            }
-            (None, e) => println!(
-                "-- {}: FAILED: {}",
-                r.kind,
-                e.as_deref().unwrap_or("unknown")
-            ),
+        let Some(v) = &r.result else {
+            let reason = r.error.as_deref().unwrap_or("unknown");
+            println!("\n{}: FAILED: {reason}", r.kind);
+            continue;
+        };
+        let text = match r.kind {
+            Kind::Sentiment => sentiment_text(v),
+            Kind::Summary => summary_text(v),
+            Kind::Strengths => strengths_text(v),
+        };
+        println!("\n{text}");
+    }
+}
+
+fn str_of(v: &serde_json::Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn sentiment_text(v: &serde_json::Value) -> String {
+    let a = &v["aggregate"];
+    let pct = |k: &str| a[k].as_f64().map_or(0.0, |x| x * 100.0);
+    let bar: String = [
+        ("positive", '█'),
+        ("mixed", '▒'),
+        ("neutral", '·'),
+        ("negative", '░'),
+    ]
+    .iter()
+    .flat_map(|(k, c)| std::iter::repeat_n(*c, (pct(k) / 4.0).round() as usize))
+    .collect();
+    let ci = |k: &str| {
+        let lo = a[k][0].as_f64().unwrap_or(0.0) * 100.0;
+        let hi = a[k][1].as_f64().unwrap_or(0.0) * 100.0;
+        format!("{lo:.0}–{hi:.0} %")
+    };
+    format!(
+        "Sentiment  {:.0} % positive · {:.0} % mixed · {:.0} % neutral · {:.0} % negative\n           {bar}\n           {} of {} reviews labelled; positive 95 % interval {}",
+        pct("positive"),
+        pct("mixed"),
+        pct("neutral"),
+        pct("negative"),
+        a["sample_size"],
+        a["reviews_total"],
+        ci("positive_ci95")
+    )
+}
+
+fn summary_text(v: &serde_json::Value) -> String {
+    let mut out = format!("Summary    {}", str_of(&v["summary"]));
+    if let Some(aspects) = v["aspects"].as_object() {
+        for (name, a) in aspects {
+            out.push_str(&format!(
+                "\n  {name:<12} {:<9} {}",
+                str_of(&a["sentiment"]),
+                str_of(&a["summary"])
+            ));
         }
     }
+    out
+}
+
+fn strengths_text(v: &serde_json::Value) -> String {
+    let list = v["strengths"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if list.is_empty() {
+        return format!("Strengths  {}", str_of(&v["note"]));
+    }
+    let mut out = String::from("Strengths");
+    for (i, s) in list.iter().enumerate() {
+        out.push_str(&format!(
+            "\n  {}. {} — {}",
+            i + 1,
+            str_of(&s["title"]),
+            str_of(&s["detail"])
+        ));
+        for e in s["evidence"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            out.push_str(&format!(
+                "\n       “{}” ({})",
+                str_of(&e["quote"]),
+                str_of(&e["review_id"])
+            ));
+        }
+    }
+    out
 }
 
 /// A progress bar on a terminal; one log line per restaurant otherwise (cron).

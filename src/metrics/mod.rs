@@ -172,6 +172,27 @@ pub struct AnalysisMetrics {
     /// Estimated prompt tokens of all the restaurant's reviews vs the selected ones.
     pub est_tokens_all_reviews: u64,
     pub est_tokens_selected: u64,
+    /// Characters of the stored result (0 when it failed): a shrinking or swelling output is an
+    /// early sign of a model or prompt going wrong.
+    pub output_chars: usize,
+    /// A valid strengths result with no strength (the honest answer for a restaurant nobody
+    /// praises; a rising share is worth a look).
+    pub empty: bool,
+}
+
+/// How good a run's answers were, beyond valid or not: stored with every run so that
+/// `palate report --daily` shows drift from night to night.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Quality {
+    /// Analyses that failed as degenerate text (label words, loops, echoes, repeats).
+    pub degenerate: usize,
+    /// Analyses that failed for answering in another language.
+    pub wrong_language: usize,
+    /// Valid strengths results with no strength.
+    pub no_strengths: usize,
+    /// Mean characters of valid results, per kind.
+    pub mean_output_chars: std::collections::BTreeMap<String, f64>,
 }
 
 /// A latency for a table: whole milliseconds followed by `unit`, or `-` when there is none.
@@ -232,7 +253,12 @@ pub struct RunSummary {
     pub wall_ms: f64,
     /// Failure groups (see [`Failure::group`]) with their counts, most frequent first.
     pub failure_reasons: Vec<(String, usize)>,
+    pub quality: Quality,
 }
+
+/// The failure groups (see `validate::ValidationError::group`) the quality counters count.
+pub const DEGENERATE: &str = "invalid output: degenerate";
+pub const WRONG_LANGUAGE: &str = "invalid output: wrong language";
 
 /// Accumulates request and analysis metrics while a run goes on.
 #[derive(Debug, Default)]
@@ -245,6 +271,8 @@ pub struct RunTally {
     good: usize,
     pub summary: RunSummary,
     reasons: std::collections::BTreeMap<String, usize>,
+    /// Per kind: characters and count of valid results.
+    chars: std::collections::BTreeMap<String, (usize, usize)>,
 }
 
 impl RunTally {
@@ -281,10 +309,18 @@ impl RunTally {
                 .est_tokens_all_reviews
                 .saturating_sub(a.est_tokens_selected);
         }
+        let q = &mut self.summary.quality;
         match &a.failure {
-            None => self.summary.analyses_ok += 1,
+            None => {
+                self.summary.analyses_ok += 1;
+                q.no_strengths += usize::from(a.empty);
+                let c = self.chars.entry(a.kind.as_str().into()).or_default();
+                *c = (c.0 + a.output_chars, c.1 + 1);
+            }
             Some(f) => {
                 self.summary.analyses_failed += 1;
+                q.degenerate += usize::from(f.group.starts_with(DEGENERATE));
+                q.wrong_language += usize::from(f.group == WRONG_LANGUAGE);
                 *self.reasons.entry(f.group.clone()).or_default() += 1;
             }
         }
@@ -323,6 +359,9 @@ impl RunTally {
         let mut reasons: Vec<_> = self.reasons.into_iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.summary.failure_reasons = reasons;
+        self.summary.quality.mean_output_chars = (self.chars.into_iter())
+            .map(|(k, (chars, n))| (k, (chars as f64 / n.max(1) as f64).round()))
+            .collect();
         self.summary
     }
 }

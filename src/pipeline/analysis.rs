@@ -269,6 +269,14 @@ pub fn restaurant_results(
             reviews_selected: coverage.reviews_selected,
             est_tokens_all_reviews: coverage.est_tokens_all_reviews,
             est_tokens_selected: coverage.est_tokens_selected,
+            output_chars: k
+                .outcome
+                .as_ref()
+                .map_or(0, |v| v.to_string().chars().count()),
+            empty: k.kind == Kind::Strengths
+                && k.outcome
+                    .as_ref()
+                    .is_ok_and(|v| v["strengths"].as_array().is_some_and(Vec::is_empty)),
         });
         out.rows.push(ResultRow {
             kind: k.kind,

@@ -157,18 +157,7 @@ impl Planner {
         let labelled: Vec<(&StoredReview, bool)> = (sample.iter().map(|r| (r, true)))
             .chain(extra.map(|r| (r, false)))
             .collect();
-        let sizes: Vec<u64> = labelled
-            .iter()
-            .map(|(r, _)| self.counter.count(&r.text))
-            .collect();
-        let mut requests: Vec<PlannedRequest> = batch::pack(&sizes, self.limits)
-            .iter()
-            .map(|b| {
-                let group: Vec<(&StoredReview, bool)> = b.iter().map(|&i| labelled[i]).collect();
-                let shown = Shown::new(self, &refs(&group), language, false);
-                self.request(Kind::Sentiment, &shown)
-            })
-            .collect();
+        let mut requests = self.sentiment_batches(&labelled, language);
         let group: Vec<(&StoredReview, bool)> = selected.iter().map(|r| (r, false)).collect();
         let shown = Shown::new(self, &refs(&group), language, true);
         for kind in [Kind::Summary, Kind::Strengths] {
@@ -180,7 +169,38 @@ impl Planner {
         }
     }
 
-    /// One request: the reviews shown, then this kind's task over them.
+    /// Only the sentiment requests, labelling every one of `reviews` (for `palate eval`).
+    pub fn sentiment(&self, restaurant_id: &str, reviews: &[StoredReview]) -> RestaurantPlan {
+        let labelled: Vec<(&StoredReview, bool)> = reviews.iter().map(|r| (r, true)).collect();
+        RestaurantPlan {
+            restaurant_id: restaurant_id.to_string(),
+            requests: self.sentiment_batches(&labelled, language_of(reviews)),
+        }
+    }
+
+    /// Sentiment requests over `labelled`, packed into batches by token count.
+    fn sentiment_batches(
+        &self,
+        labelled: &[(&StoredReview, bool)],
+        language: &'static str,
+    ) -> Vec<PlannedRequest> {
+        let sizes: Vec<u64> = labelled
+            .iter()
+            .map(|(r, _)| self.counter.count(&r.text))
+            .collect();
+        batch::pack(&sizes, self.limits)
+            .iter()
+            .map(|b| {
+                let group: Vec<(&StoredReview, bool)> = b.iter().map(|&i| labelled[i]).collect();
+                let shown = Shown::new(self, &refs(&group), language, false);
+                self.request(Kind::Sentiment, &shown)
+            })
+            .collect()
+    }
+
+    /// One request: this kind's task over the reviews shown. A task with a `{{reviews}}` marker
+    /// gets the reviews there (sentiment: its instructions come first and stay cached from one
+    /// request to the next); any other gets them before it (summary and strengths share them).
     fn request(&self, kind: Kind, shown: &Shown) -> PlannedRequest {
         let p = &self.prompts;
         let names: Vec<&str> = shown.refs.iter().map(|r| r.reference.as_str()).collect();
@@ -188,7 +208,15 @@ impl Planner {
             .replace("{{n}}", &shown.refs.len().to_string())
             .replace("{{refs}}", &names.join(", "))
             .replace("{{language}}", shown.language);
-        let task = format!("\n{}", task.trim());
+        let task = task.trim();
+        let system = self.counter.count(&p.system);
+        let (user, cached) = match task.split_once("{{reviews}}") {
+            Some((before, after)) => (
+                format!("{before}{}{after}", shown.block),
+                system + self.counter.count(before),
+            ),
+            None => (format!("{}\n{task}", shown.block), shown.cached_tokens),
+        };
         PlannedRequest {
             kind,
             messages: vec![
@@ -198,15 +226,15 @@ impl Planner {
                 },
                 Message {
                     role: "user",
-                    content: format!("{}{task}", shown.block),
+                    content: user,
                 },
             ],
             schema: schema::restrict_refs(&p.schemas[kind as usize], kind, &shown.refs),
             max_tokens: self.max.of(kind),
             refs: shown.refs.clone(),
             language: shown.language,
-            prompt_tokens: shown.tokens + self.counter.count(&task),
-            prefix_tokens: shown.cached_tokens,
+            prompt_tokens: system + self.counter.count(&shown.block) + self.counter.count(task),
+            prefix_tokens: cached,
         }
     }
 }
@@ -230,8 +258,6 @@ struct Shown {
     refs: Vec<ReviewRef>,
     /// The reviews block of the user message, one line per review.
     block: String,
-    /// Tokens of the system text and the reviews block.
-    tokens: u64,
     /// The part of `tokens` that an earlier request of the restaurant has the same.
     cached_tokens: u64,
     language: &'static str,
@@ -253,7 +279,6 @@ impl Shown {
         Self {
             refs: refs.to_vec(),
             block,
-            tokens,
             cached_tokens: if shared { tokens } else { system },
             language,
         }
@@ -339,10 +364,10 @@ mod tests {
             .requests
             .iter()
             .all(|r| r.messages[0] == plan.requests[0].messages[0]));
-        let (summary, sentiment) = (&plan.requests[1], &plan.requests[0]);
+        let sentiment = &plan.requests[0].messages[1].content;
         assert!(
-            summary.prefix_tokens > sentiment.prefix_tokens,
-            "sentiment shares the system text only"
+            sentiment.starts_with("Task: sentiment") && sentiment.contains("[R1]"),
+            "sentiment's instructions come first, so they stay cached across its requests"
         );
     }
 

@@ -9,8 +9,8 @@ pub mod results;
 
 use serde::Serialize;
 
-use crate::metrics::{fmt_ms, RequestMetrics, RunSummary, RunTally};
-use crate::store::{Day, Db, StoreError};
+use crate::metrics::{fmt_ms, Quality, RequestMetrics, RunSummary, RunTally};
+use crate::store::{Day, Db, QualityDay, StoreError};
 
 /// A run's record.
 #[derive(Debug, Clone, Serialize)]
@@ -167,8 +167,8 @@ pub fn table(r: &RunReport) -> String {
     out
 }
 
-/// The table's counts, rates, tokens and cost, one (label, line) each.
-fn totals(s: &RunSummary) -> [(&'static str, String); 6] {
+/// The table's counts, rates, tokens, cost and answer quality, one (label, line) each.
+fn totals(s: &RunSummary) -> [(&'static str, String); 7] {
     let sla = s.sla.map_or(String::new(), |l| {
         let e2e = l
             .e2e_ms
@@ -217,7 +217,25 @@ fn totals(s: &RunSummary) -> [(&'static str, String); 6] {
             ),
         ),
         ("cost", cost),
+        ("quality", quality(&s.quality)),
     ]
+}
+
+fn quality(q: &Quality) -> String {
+    let chars: Vec<String> = (q.mean_output_chars.iter())
+        .map(|(k, v)| format!("{k} {v:.0}"))
+        .collect();
+    format!(
+        "{} degenerate · {} wrong language · {} with no strength · mean result chars: {}",
+        q.degenerate,
+        q.wrong_language,
+        q.no_strengths,
+        if chars.is_empty() {
+            "-".into()
+        } else {
+            chars.join(", ")
+        }
+    )
 }
 
 /// p50/p95/p99 of each latency.
@@ -258,6 +276,36 @@ pub fn daily_table(days: &[Day]) -> String {
                 .map_or("-".into(), |v| format!("{v:.1}")),
             d.goodput_rps.map_or("-".into(), |v| format!("{v:.3}")),
             fmt_ms(d.ttft_mean_ms, "")
+        ));
+    }
+    out
+}
+
+/// Answer quality per day: the drift a nightly run shows.
+pub fn quality_table(days: &[QualityDay]) -> String {
+    let mut out = format!(
+        "{:<10} {:>9} {:>7} {:>11} {:>9} {:>12} {:>14} {:>16}\n",
+        "day",
+        "analyses",
+        "valid",
+        "degenerate",
+        "language",
+        "no strength",
+        "summary chars",
+        "strengths chars"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
+    for d in days {
+        out.push_str(&format!(
+            "{:<10} {:>9} {:>6}% {:>11} {:>9} {:>12} {:>14} {:>16}\n",
+            d.day,
+            d.analyses,
+            d.valid_pct.map_or("-".into(), |v| format!("{v:.1}")),
+            d.degenerate,
+            d.wrong_language,
+            d.no_strengths,
+            opt(d.summary_chars),
+            opt(d.strengths_chars)
         ));
     }
     out

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 pub use cards::{CardResult, CardRow};
 pub use results::{RestaurantResults, ResultRow, ResultSink, StoredResult};
 pub use reviews::{IngestWriter, RestaurantRow, Upsert};
-pub use runs::{Day, RunRecord, RunStart};
+pub use runs::{Day, QualityDay, RunRecord, RunStart};
 pub use schema::MIGRATIONS;
 
 #[derive(Debug, thiserror::Error)]

@@ -196,14 +196,16 @@ fn put_analysis(
     tx.prepare_cached(
         "INSERT INTO analysis_metrics (run_id, restaurant_id, kind, outcome, failure_reason, attempts,
              processing_ms, prompt_tokens, completion_tokens, reviews_total, reviews_selected,
-             est_tokens_all_reviews, est_tokens_selected, created_at, failure_group, error_class)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             est_tokens_all_reviews, est_tokens_selected, created_at, failure_group, error_class,
+             output_chars, empty)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         run_id, a.restaurant_id, a.kind, status, failure.map(|f| &f.message), a.attempts,
         a.processing_ms, a.prompt_tokens as i64, a.completion_tokens as i64,
         a.reviews_total as i64, a.reviews_selected as i64, a.est_tokens_all_reviews as i64,
-        a.est_tokens_selected as i64, at, failure.map(|f| &f.group), failure.map(|f| f.class)
+        a.est_tokens_selected as i64, at, failure.map(|f| &f.group), failure.map(|f| f.class),
+        a.output_chars as i64, a.empty
     ])?;
     Ok(())
 }

@@ -46,6 +46,19 @@ pub struct Day {
     pub ttft_mean_ms: Option<f64>,
 }
 
+/// One day of the `daily_quality` view.
+#[derive(Debug, Clone, Serialize)]
+pub struct QualityDay {
+    pub day: String,
+    pub analyses: i64,
+    pub valid_pct: Option<f64>,
+    pub degenerate: i64,
+    pub wrong_language: i64,
+    pub no_strengths: i64,
+    pub summary_chars: Option<f64>,
+    pub strengths_chars: Option<f64>,
+}
+
 /// A stored request with when it started and whether it met the SLA of its run.
 pub type StoredRequest = (String, RequestMetrics, bool);
 
@@ -154,7 +167,8 @@ impl Db {
     pub fn run_analyses(&self, run_id: i64) -> Result<Vec<AnalysisMetrics>, StoreError> {
         let mut q = self.conn.prepare(
             "SELECT restaurant_id, kind, outcome, failure_reason, failure_group, error_class,
-                    est_tokens_all_reviews, est_tokens_selected
+                    est_tokens_all_reviews, est_tokens_selected, coalesce(output_chars, 0),
+                    coalesce(empty, 0)
              FROM analysis_metrics WHERE run_id = ?1",
         )?;
         let rows = q.query_map([run_id], |r| {
@@ -168,6 +182,8 @@ impl Db {
                 failure: failed.then(|| stored_failure(message, group, class)),
                 est_tokens_all_reviews: r.get::<_, i64>(6)? as u64,
                 est_tokens_selected: r.get::<_, i64>(7)? as u64,
+                output_chars: r.get::<_, i64>(8)? as usize,
+                empty: r.get(9)?,
                 ..Default::default()
             })
         })?;
@@ -198,6 +214,30 @@ impl Db {
                 sla_compliance_pct: r.get(3)?,
                 goodput_rps: r.get(4)?,
                 ttft_mean_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Db {
+    /// The last `days` days of `daily_quality`, newest first.
+    pub fn daily_quality(&self, days: u32) -> Result<Vec<QualityDay>, StoreError> {
+        let mut q = self.conn.prepare(
+            "SELECT day, analyses, valid_pct, degenerate, wrong_language, no_strengths,
+                    summary_chars, strengths_chars FROM daily_quality
+             WHERE day >= date('now', '-' || ?1 || ' days') ORDER BY day DESC",
+        )?;
+        let rows = q.query_map([days], |r| {
+            Ok(QualityDay {
+                day: r.get(0)?,
+                analyses: r.get(1)?,
+                valid_pct: r.get(2)?,
+                degenerate: r.get(3)?,
+                wrong_language: r.get(4)?,
+                no_strengths: r.get(5)?,
+                summary_chars: r.get(6)?,
+                strengths_chars: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

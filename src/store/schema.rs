@@ -168,6 +168,23 @@ GROUP BY day;
 ALTER TABLE analysis_metrics ADD COLUMN failure_group TEXT; -- e.g. invalid output: schema
 ALTER TABLE analysis_metrics ADD COLUMN error_class TEXT;   -- transient | permanent | context_length | invalid_output
 "#,
+    // 4: answer quality per run and per day: result sizes and empty strengths, and a view of
+    // failures by kind per day so that drift shows from night to night.
+    r#"
+ALTER TABLE analysis_metrics ADD COLUMN output_chars INTEGER; -- characters of the stored result
+ALTER TABLE analysis_metrics ADD COLUMN empty INTEGER;        -- 1: valid strengths, none praised
+CREATE VIEW daily_quality AS
+SELECT substr(created_at, 1, 10)                                        AS day,
+       count(*)                                                         AS analyses,
+       round(100.0 * sum(outcome = 'ok') / count(*), 1)                 AS valid_pct,
+       sum(coalesce(failure_group, '') LIKE 'invalid output: degenerate%') AS degenerate,
+       sum(coalesce(failure_group, '') = 'invalid output: wrong language') AS wrong_language,
+       sum(coalesce(empty, 0))                                          AS no_strengths,
+       round(avg(CASE WHEN outcome = 'ok' AND kind = 'summary' THEN output_chars END), 0)   AS summary_chars,
+       round(avg(CASE WHEN outcome = 'ok' AND kind = 'strengths' THEN output_chars END), 0) AS strengths_chars
+FROM analysis_metrics
+GROUP BY day;
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.

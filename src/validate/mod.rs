@@ -58,6 +58,8 @@ pub enum ValidationError {
     DetailRepeatsTitle(String),
     #[error("content: aspects {0} and {1} have the same summary")]
     SameAspectSummaries(String, String),
+    #[error("content: strengths {0:?} and {1:?} cite the same quote: each needs its own evidence")]
+    SameEvidence(String, String),
     #[error("language: {field} is not in {expected}")]
     WrongLanguage { field: String, expected: String },
 }
@@ -81,6 +83,7 @@ impl ValidationError {
             Self::Repetition { .. } => "invalid output: degenerate: repetition",
             Self::DetailRepeatsTitle(_) => "invalid output: degenerate: detail repeats title",
             Self::SameAspectSummaries(..) => "invalid output: degenerate: identical aspects",
+            Self::SameEvidence(..) => "invalid output: degenerate: evidence reused",
             Self::WrongLanguage { .. } => "invalid output: wrong language",
         }
     }
@@ -221,6 +224,7 @@ fn strengths(
         return Ok(json!({"strengths": [], "note": NO_STRENGTHS}));
     }
     let mut out = Vec::new();
+    let mut quoted: Vec<(&str, &str)> = Vec::new();
     for s in &o.strengths {
         prose("strength title", &s.title, expect)?;
         prose("strength detail", &s.detail, expect)?;
@@ -230,6 +234,19 @@ fn strengths(
         if s.evidence.is_empty() {
             return Err(ValidationError::NoEvidence(s.title.clone()));
         }
+        for e in &s.evidence {
+            if let Some((title, _)) = quoted.iter().find(|(_, q)| same(q, &e.quote)) {
+                return Err(ValidationError::SameEvidence(
+                    title.to_string(),
+                    s.title.clone(),
+                ));
+            }
+        }
+        quoted.extend(
+            s.evidence
+                .iter()
+                .map(|e| (s.title.as_str(), e.quote.as_str())),
+        );
         let evidence = s
             .evidence
             .iter()
@@ -421,6 +438,11 @@ mod tests {
         assert_eq!(
             check(Kind::Strengths, echo).unwrap_err().group(),
             "invalid output: degenerate: detail repeats title"
+        );
+        let reused = r#"{"strengths":[{"title":"국물","detail":"진한 국물이 좋다는 평","evidence":[{"ref":"R1","quote":"또 올게요"}]},{"title":"재방문","detail":"다시 오고 싶다는 손님","evidence":[{"ref":"R1","quote":"또 올게요"}]}]}"#;
+        assert_eq!(
+            check(Kind::Strengths, reused).unwrap_err().group(),
+            "invalid output: degenerate: evidence reused"
         );
         let labels = HashMap::from([("a-001".to_string(), Label::Negative)]);
         let praise = r#"{"strengths":[{"title":"국물","detail":"진한 국물이 좋다는 평","evidence":[{"ref":"R1","quote":"또 올게요"}]}]}"#;

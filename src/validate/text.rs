@@ -107,17 +107,20 @@ fn loops(w: &[String]) -> bool {
     w.len() >= 12 && distinct.len() * 5 < w.len() * 2
 }
 
-/// `text` is in `language` ("Korean" or "English"): judged by the share of Hangul among its
-/// letters, so a Korean dish name in English text (or a Latin brand in Korean) still passes.
+/// `text` is in `language` ("Korean" or "English"), judged by the script of its letters:
+/// Korean needs at least half Hangul (a Latin brand name may stand in it); English needs at
+/// least 80 % Latin letters (a Korean dish name may stand in it; Chinese or Korean prose not).
 pub fn in_language(field: &str, text: &str, language: &str) -> Result<(), ValidationError> {
     let letters: Vec<char> = text.chars().filter(|c| c.is_alphabetic()).collect();
     if letters.len() < 4 {
         return Ok(());
     }
-    let hangul = letters.iter().filter(|&&c| is_hangul(c)).count() as f64 / letters.len() as f64;
+    let share = |f: fn(&char) -> bool| {
+        letters.iter().filter(|c| f(c)).count() as f64 / letters.len() as f64
+    };
     let ok = match language {
-        "Korean" => hangul >= 0.5,
-        _ => hangul <= 0.2,
+        "Korean" => share(|&c| is_hangul(c)) >= 0.5,
+        _ => share(|c| c.is_ascii_alphabetic() || ('\u{C0}'..='\u{24F}').contains(c)) >= 0.8,
     };
     if ok {
         Ok(())
@@ -178,6 +181,8 @@ mod tests {
         assert!(in_language("s", "국물이 진해요", "English").is_err());
         assert!(in_language("s", "The broth is rich", "Korean").is_err());
         assert!(in_language("s", "국물이 진하고 BBQ 맛집", "Korean").is_ok());
+        assert!(in_language("s", "a quick snack, 方便又好吃的小吃店", "English").is_err());
+        assert!(in_language("s", "Crème brûlée was perfect", "English").is_ok());
         assert!(same("Rich broth.", "rich  BROTH"));
     }
 }
