@@ -55,35 +55,39 @@ fn mean(v: impl Iterator<Item = f64>) -> Option<f64> {
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
 }
 
+/// The mean of one optional figure over restaurants.
+fn over(rs: &[Restaurant], f: impl Fn(&Restaurant) -> Option<f64>) -> Option<f64> {
+    mean(rs.iter().filter_map(f))
+}
+
+fn cap_rows(rs: &[Restaurant], opts: &EvalOptions) -> Vec<CapRow> {
+    let col = |i: usize, f: fn(&(usize, f64, f64, u64, u64)) -> f64| {
+        over(rs, |r| r.caps.get(i).map(f)).unwrap_or(f64::NAN)
+    };
+    (opts.caps.iter().enumerate())
+        .map(|(i, &cap)| CapRow {
+            cap,
+            error: col(i, |c| c.1),
+            error_run_draw: col(i, |c| c.2),
+            tokens: col(i, |c| c.3 as f64),
+            tokens_computed: col(i, |c| c.4 as f64),
+        })
+        .collect()
+}
+
 impl EvalReport {
     pub fn of(rs: Vec<Restaurant>, opts: &EvalOptions, p: &Pipeline) -> Self {
-        let mut acc = [Tally::default(); 3];
-        for r in &rs {
-            for (t, o) in acc
-                .iter_mut()
-                .zip([r.accuracy, r.accuracy_en, r.accuracy_ko])
-            {
-                t.correct += o.correct;
-                t.judged += o.judged;
-            }
-        }
-        let caps = opts
-            .caps
-            .iter()
-            .enumerate()
-            .map(|(i, &cap)| CapRow {
-                cap,
-                error: mean(rs.iter().filter_map(|r| Some(r.caps.get(i)?.1))).unwrap_or(f64::NAN),
-                error_run_draw: mean(rs.iter().filter_map(|r| Some(r.caps.get(i)?.2)))
-                    .unwrap_or(f64::NAN),
-                tokens: mean(rs.iter().filter_map(|r| Some(r.caps.get(i)?.3 as f64)))
-                    .unwrap_or(f64::NAN),
-                tokens_computed: mean(rs.iter().filter_map(|r| Some(r.caps.get(i)?.4 as f64)))
-                    .unwrap_or(f64::NAN),
+        let sum = |f: fn(&Restaurant) -> Tally| {
+            rs.iter().map(f).fold(Tally::default(), |a, t| Tally {
+                correct: a.correct + t.correct,
+                judged: a.judged + t.judged,
             })
-            .collect();
+        };
         let sel = |f: fn(&(f64, u64, u64)) -> u64| {
             rs.iter().filter_map(|r| r.selection.as_ref()).map(f).sum()
+        };
+        let pair = |f: fn(&Restaurant) -> Option<(f64, f64)>| {
+            over(&rs, |r| f(r).map(|d| d.0)).zip(over(&rs, |r| f(r).map(|d| d.1)))
         };
         Self {
             model: p.cfg.llm.model.clone(),
@@ -91,55 +95,65 @@ impl EvalReport {
             default_cap: p.cfg.select.sentiment_sample,
             restaurants: rs.len(),
             valid: rs.iter().filter(|r| r.failure.is_none()).count(),
-            accuracy: acc[0],
-            accuracy_en: acc[1],
-            accuracy_ko: acc[2],
-            aggregate_error: mean(
-                rs.iter()
-                    .filter_map(|r| Some((r.positive_share? - r.true_positive_share).abs())),
-            ),
-            aggregate_error_en: mean(
-                rs.iter()
-                    .filter_map(|r| r.english.map(|(t, s)| (s - t).abs())),
-            ),
-            caps,
-            selection_error: mean(rs.iter().filter_map(|r| r.selection.map(|s| s.0))),
+            accuracy: sum(|r| r.accuracy),
+            accuracy_en: sum(|r| r.accuracy_en),
+            accuracy_ko: sum(|r| r.accuracy_ko),
+            aggregate_error: over(&rs, |r| {
+                Some((r.positive_share? - r.true_positive_share).abs())
+            }),
+            aggregate_error_en: over(&rs, |r| r.english.map(|(t, s)| (s - t).abs())),
+            caps: cap_rows(&rs, opts),
+            selection_error: over(&rs, |r| r.selection.map(|s| s.0)),
             selection_tokens: (sel(|s| s.1), sel(|s| s.2)),
-            diversity: mean(rs.iter().filter_map(|r| r.diversity.map(|d| d.0)))
-                .zip(mean(rs.iter().filter_map(|r| r.diversity.map(|d| d.1)))),
-            selection_diversity: mean(rs.iter().filter_map(|r| r.selection_diversity.map(|d| d.0)))
-                .zip(mean(
-                    rs.iter().filter_map(|r| r.selection_diversity.map(|d| d.1)),
-                )),
-            consistency: mean(rs.iter().filter_map(|r| r.consistency)),
+            diversity: pair(|r| r.diversity),
+            selection_diversity: pair(|r| r.selection_diversity),
+            consistency: over(&rs, |r| r.consistency),
             prompt_tokens: rs.iter().map(|r| r.prompt_tokens).sum(),
             completion_tokens: rs.iter().map(|r| r.completion_tokens).sum(),
             per_restaurant: rs,
         }
     }
 
-    /// The figures as a markdown section.
+    /// The figures as markdown: a line of totals, the measures, and the sampling caps.
     pub fn markdown(&self) -> String {
-        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1} %", v * 100.0));
-        let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
         let mut s = format!(
-            "Model `{}`: {} restaurants, {} with a valid sentiment result; {} prompt and {} output tokens.\n\n",
+            "Model `{}`: {} restaurants, {} with a valid sentiment result; {} prompt and {} output tokens.\n\n| measure | value |\n|---|---|\n",
             self.model, self.restaurants, self.valid, self.prompt_tokens, self.completion_tokens
         );
-        let rows = [
+        for (k, v) in self.measures() {
+            let _ = writeln!(s, "| {k} | {v} |");
+        }
+        s.push_str("\n| sample cap | positive-share error (mean of draws) | error of the run's draw | tokens sent per restaurant | tokens computed (prefix cache) |\n|---|---|---|---|---|\n");
+        for c in &self.caps {
+            let mark = if c.cap == self.default_cap {
+                " (default)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "| {}{mark} | {:.3} | {:.3} | {:.0} | {:.0} |",
+                c.cap, c.error, c.error_run_draw, c.tokens, c.tokens_computed
+            );
+        }
+        s
+    }
+
+    fn measures(&self) -> Vec<(&'static str, String)> {
+        let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1} %", v * 100.0));
+        let num = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+        let vs = |d: Option<(f64, f64)>| d.map_or("-".into(), |(a, b)| format!("{a:.3} vs {b:.3}"));
+        let (sel, all) = self.selection_tokens;
+        let a = self.accuracy;
+        vec![
             (
                 "per-review accuracy (ratings 1–2 vs 4–5)",
-                format!(
-                    "{} of {} = {}",
-                    self.accuracy.correct,
-                    self.accuracy.judged,
-                    pct(self.accuracy.rate())
-                ),
+                format!("{} of {} = {}", a.correct, a.judged, pct(a.rate())),
             ),
             ("  English reviews", pct(self.accuracy_en.rate())),
             ("  Korean reviews", pct(self.accuracy_ko.rate())),
             (
-                "aggregate positive-share error, all reviews labelled (mean abs)",
+                "aggregate positive-share error, every review labelled (mean abs)",
                 num(self.aggregate_error),
             ),
             ("  English reviews only", num(self.aggregate_error_en)),
@@ -154,38 +168,18 @@ impl EvalReport {
             (
                 "  review tokens selected / all",
                 format!(
-                    "{} / {} ({} fewer)",
-                    self.selection_tokens.0,
-                    self.selection_tokens.1,
-                    pct(Some(
-                        1.0 - self.selection_tokens.0 as f64
-                            / self.selection_tokens.1.max(1) as f64
-                    ))
+                    "{sel} / {all} ({} fewer)",
+                    pct(Some(1.0 - sel as f64 / all.max(1) as f64))
                 ),
             ),
             (
-                "MMR selection diversity vs random picks (mean cosine distance)",
-                self.diversity
-                    .map_or("-".into(), |(a, b)| format!("{a:.3} vs {b:.3}")),
+                "MMR picks' diversity vs random picks (mean pairwise cosine distance)",
+                vs(self.diversity),
             ),
-        ];
-        s.push_str("| measure | value |\n|---|---|\n");
-        for (k, v) in rows {
-            let _ = writeln!(s, "| {k} | {v} |");
-        }
-        s.push_str("\n| sample cap | positive-share error (mean of draws) | error of the run's draw | tokens per restaurant |\n|---|---|---|---|\n");
-        for c in &self.caps {
-            let mark = if c.cap == self.default_cap {
-                " (default)"
-            } else {
-                ""
-            };
-            let _ = writeln!(
-                s,
-                "| {}{mark} | {:.3} | {:.3} | {:.0} |",
-                c.cap, c.error, c.error_run_draw, c.tokens
-            );
-        }
-        s
+            (
+                "  whole selection (TOP-K + MMR) vs random picks",
+                vs(self.selection_diversity),
+            ),
+        ]
     }
 }

@@ -11,6 +11,7 @@ use crate::domain::{lock, ErrorClass, Kind};
 use crate::infer::{ChatOutcome, ChatRequest, FollowUps, InferError, Reply};
 use crate::metrics::{RequestMetrics, Sla};
 use crate::plan::{BatchLimits, MaxTokens, Prompts, RestaurantPlan, TokenCounter};
+use crate::store::RestaurantResults;
 
 /// Answers each request with what `script` says for its kind and attempt (1, or 2 for the
 /// repair retry), and keeps every request it saw.
@@ -120,8 +121,8 @@ fn coverage() -> Coverage {
     }
 }
 
-#[tokio::test]
-async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group() {
+/// Sentiment valid, the summary repaired on its second try, strengths invalid twice.
+async fn repaired_and_failed() -> (RestaurantResults, Vec<(Kind, u32)>) {
     let llm = Scripted {
         script: |kind, attempt, req| match (kind, attempt) {
             (Kind::Sentiment, _) => Ok(sentiment_for(req)),
@@ -132,31 +133,43 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
         seen: Mutex::default(),
     };
     let outcomes = analyse_plan(&llm, &plan(), FollowUps::Sequential, 3).await;
-    let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
+    let seen = lock(&llm.seen).clone();
+    (
+        restaurant_results(key(), outcomes, coverage(), Sla::default()),
+        seen,
+    )
+}
 
+#[tokio::test]
+async fn sentiment_batches_merge_into_one_aggregate_and_the_summary_goes_first() {
+    let (r, seen) = repaired_and_failed().await;
     let kinds: Vec<Kind> = r.rows.iter().map(|row| row.kind).collect();
     assert_eq!(kinds, Kind::ALL);
     let sentiment = r.rows[0].outcome.as_ref().unwrap();
     assert_eq!(sentiment["aggregate"]["sample_size"], 3);
     assert_eq!(sentiment["aggregate"]["negative"], 0.333);
-    let mut labelled: Vec<&str> = sentiment["reviews"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let mut labelled: Vec<&str> = (sentiment["reviews"].as_array().unwrap().iter())
         .map(|r| r["review_id"].as_str().unwrap())
         .collect();
     labelled.sort_unstable();
+    assert_eq!(labelled, ["rv0", "rv1", "rv2"], "two batches merged");
+    assert_eq!(r.analyses[0].prompt_tokens, 200, "both batches counted");
+    assert_eq!(r.analyses[0].est_tokens_all_reviews, 500);
+    assert_eq!(seen[0], (Kind::Summary, 1), "the summary goes first");
     assert_eq!(
-        labelled,
-        ["rv0", "rv1", "rv2"],
-        "two batches merged, by review id"
+        seen.last(),
+        Some(&(Kind::Strengths, 2)),
+        "strengths after the labels"
     );
+}
 
+#[tokio::test]
+async fn a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group() {
+    let (r, _) = repaired_and_failed().await;
     let summary = &r.rows[1];
     assert!(summary.outcome.is_ok(), "repaired: {:?}", summary.outcome);
     assert_eq!(summary.attempts, 2);
     assert_eq!(summary.answered_by.as_deref(), Some("scripted"));
-
     let failure = r.rows[2].outcome.as_ref().unwrap_err();
     assert_eq!(failure.class, ErrorClass::InvalidOutput);
     assert_eq!(
@@ -167,27 +180,11 @@ async fn batches_merge_a_repaired_answer_counts_and_a_twice_invalid_one_fails_wi
         failure.message.ends_with("(after one repair retry)"),
         "{failure}"
     );
-
     // 2 sentiment batches + summary twice + strengths twice; each invalid answer marked so.
     assert_eq!(r.requests.len(), 6);
-    let invalid = r
-        .requests
-        .iter()
-        .filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
+    let invalid = (r.requests.iter()).filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
     assert_eq!(invalid.count(), 3);
     assert_eq!(r.analyses[2].failure.as_ref(), Some(failure));
-    assert_eq!(
-        r.analyses[0].prompt_tokens, 200,
-        "both sentiment batches counted"
-    );
-    assert_eq!(r.analyses[0].est_tokens_all_reviews, 500);
-    let seen = lock(&llm.seen).clone();
-    assert_eq!(seen[0], (Kind::Summary, 1), "the summary goes first");
-    assert_eq!(
-        seen.last(),
-        Some(&(Kind::Strengths, 2)),
-        "strengths after the labels"
-    );
 }
 
 #[tokio::test]
