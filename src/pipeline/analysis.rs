@@ -136,13 +136,14 @@ fn combine(kind: Kind, units: Vec<Unit>, reviews_total: usize) -> KindOutcome {
     }
     let outcome = match failure {
         Some(e) => Err(e),
-        None if kind == Kind::Sentiment => Ok(merge_sentiment(parts, reviews_total)),
-        // Summary and strengths are one request each.
-        None => parts.into_iter().next().ok_or_else(|| Failure {
+        None if parts.is_empty() => Err(Failure {
             class: ErrorClass::Permanent,
             group: "no request planned".into(),
             message: format!("no {kind} request was planned"),
         }),
+        None if kind == Kind::Sentiment => Ok(merge_sentiment(parts, reviews_total)),
+        // Summary and strengths are one request each.
+        None => Ok(parts.swap_remove(0)),
     };
     KindOutcome {
         kind,
