@@ -69,6 +69,7 @@ ME5_TOKENIZER_SHA=0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c
 QWEN_GGUF_SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 SMOL_GGUF_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 XLLAMACPP_VERSION=2026.10.11549
+LLGUIDANCE_VERSION=1.9.1
 
 setup_embed() {
   local so=$CACHE/onnxruntime/libonnxruntime.so.1.24.4 me5=$CACHE/models/me5
@@ -119,6 +120,12 @@ setup_llm() {
     rm -rf "$d/venv"
     "$PY" -m venv "$d/venv"
     "$d/venv/bin/pip" install -q --disable-pip-version-check "xllamacpp==$XLLAMACPP_VERSION"
+  fi
+  # llguidance: one of vLLM's two structured-output engines, to test palate's schemas against
+  # it (tests/grammars.rs) where no vLLM runs.
+  if ! "$d/venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('llguidance') != '$LLGUIDANCE_VERSION')" 2>/dev/null; then
+    log "llguidance (PyPI llguidance==$LLGUIDANCE_VERSION)"
+    "$d/venv/bin/pip" install -q --disable-pip-version-check "llguidance==$LLGUIDANCE_VERSION"
   fi
   local smol=$d/smollm2-135m-instruct-q4_1.gguf qwen=$d/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf
   if ! have "$smol" "$SMOL_GGUF_SHA"; then

@@ -149,6 +149,7 @@ fn workload_plans(w: &Workload) -> anyhow::Result<Vec<RestaurantPlan>> {
             summary: 512,
             strengths: 512,
         },
+        language: Default::default(),
     };
     Ok((0..w.restaurants)
         .map(|i| {

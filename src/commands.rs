@@ -84,6 +84,7 @@ pub async fn pipeline(
         counter: TokenCounter::load(cfg.plan.tokenizer.as_deref())?,
         limits: cfg.plan.limits(),
         max: cfg.llm.max_tokens(),
+        language: cfg.plan.language,
     };
     let embedder = FastEmbedder::load(&cfg.embed).await?;
     let t = Instant::now();

@@ -137,6 +137,7 @@ fn plan() -> RestaurantPlan {
             summary: 300,
             strengths: 300,
         },
+        language: Default::default(),
     };
     let reviews: Vec<StoredReview> = ["Great broth.", "Rude staff but fast.", "가성비 좋아요"]
         .iter()

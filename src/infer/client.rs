@@ -97,7 +97,7 @@ impl OpenAiClient {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout())
             .read_timeout(cfg.read_timeout())
-            .pool_max_idle_per_host(cfg.max_in_flight)
+            .pool_max_idle_per_host(if cfg.keep_alive { cfg.max_in_flight } else { 0 })
             // Servers close idle keep-alive connections after ~5 s (uvicorn, llama.cpp); reusing one
             // they just closed fails the request. Drop ours first.
             .pool_idle_timeout(Duration::from_secs(3))

@@ -48,6 +48,10 @@ pub struct LlmConfig {
     pub eject_after_failures: u32,
     #[serde(alias = "bench_s")]
     pub eject_s: f64,
+    /// Reuse connections between requests. llama.cpp's server closes the connection after a
+    /// streamed reply while announcing keep-alive, so the next request on it fails: turn this
+    /// off for llama.cpp. vLLM keeps connections open.
+    pub keep_alive: bool,
     pub connect_timeout_s: f64,
     /// Longest silence allowed while reading a response (stream chunks included).
     pub read_timeout_s: f64,
@@ -82,6 +86,7 @@ impl Default for LlmConfig {
             backoff_max_s: 30.0,
             eject_after_failures: 3,
             eject_s: 30.0,
+            keep_alive: true,
             connect_timeout_s: 5.0,
             read_timeout_s: 120.0,
             request_timeout_s: 600.0,

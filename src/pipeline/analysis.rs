@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::domain::{millis, ErrorClass, Failure, Kind, ResultKey};
 use crate::infer::{ChatRequest, FollowUps, LlmClient, Reply};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
-use crate::plan::{Message, PlannedRequest, RestaurantPlan};
+use crate::plan::{schema, Message, PlannedRequest, RestaurantPlan};
 use crate::store::{RestaurantResults, ResultRow};
 use crate::validate::{merge_sentiment, validate, Expect, Label, ValidationError};
 
@@ -65,7 +65,11 @@ pub async fn analyse_plan(
         reviews_total,
     );
     let labels = labels_of(&sentiment);
-    let strengths = of(Kind::Strengths)
+    let narrowed: Vec<PlannedRequest> = of(Kind::Strengths)
+        .map(|r| without_negative_evidence(r, labels.as_ref()))
+        .collect();
+    let strengths = narrowed
+        .iter()
         .map(|r| unit(llm, plan, r, system_cached(r), labels.as_ref()))
         .collect();
     units.extend(run(strengths, follow_ups).await);
@@ -80,6 +84,24 @@ pub async fn analyse_plan(
             .map(|(kind, units)| combine(kind, units, reviews_total)),
     );
     out
+}
+
+/// A strengths request whose schema cannot cite a review the sentiment step labelled negative.
+fn without_negative_evidence(
+    r: &PlannedRequest,
+    labels: Option<&HashMap<String, Label>>,
+) -> PlannedRequest {
+    let Some(labels) = labels else {
+        return r.clone();
+    };
+    let negative: Vec<&str> = (r.refs.iter())
+        .filter(|x| labels.get(&x.review_id) == Some(&Label::Negative))
+        .map(|x| x.reference.as_str())
+        .collect();
+    PlannedRequest {
+        schema: schema::without_evidence_from(&r.schema, &negative),
+        ..r.clone()
+    }
 }
 
 /// Runs the futures of one phase at once or one after another.

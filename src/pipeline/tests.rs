@@ -57,6 +57,7 @@ fn plan() -> RestaurantPlan {
             summary: 300,
             strengths: 300,
         },
+        language: Default::default(),
     };
     let reviews: Vec<StoredReview> = ["Great broth. Will return.", "Rude staff.", "가성비 좋아요"]
         .iter()

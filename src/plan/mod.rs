@@ -31,6 +31,30 @@ pub struct PlanConfig {
     pub sentiment_batch_reviews: usize,
     /// Most review tokens one sentiment request labels.
     pub sentiment_batch_tokens: u64,
+    /// The language summaries and strengths are written in: `auto` (the one most of the
+    /// selected reviews use), `english` or `korean` (the app's display language).
+    pub language: Language,
+}
+
+/// See [`PlanConfig::language`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Language {
+    #[default]
+    Auto,
+    English,
+    Korean,
+}
+
+impl Language {
+    /// The language to ask for, given the reviews the prompt shows.
+    pub fn of(self, reviews: &[StoredReview]) -> &'static str {
+        match self {
+            Self::Auto => language_of(reviews),
+            Self::English => "English",
+            Self::Korean => "Korean",
+        }
+    }
 }
 
 impl Default for PlanConfig {
@@ -39,6 +63,7 @@ impl Default for PlanConfig {
             tokenizer: None,
             sentiment_batch_reviews: 16,
             sentiment_batch_tokens: 2048,
+            language: Language::Auto,
         }
     }
 }
@@ -137,6 +162,7 @@ pub struct Planner {
     pub counter: TokenCounter,
     pub limits: BatchLimits,
     pub max: MaxTokens,
+    pub language: Language,
 }
 
 impl Planner {
@@ -150,7 +176,7 @@ impl Planner {
         selected: &[StoredReview],
         sample: &[StoredReview],
     ) -> RestaurantPlan {
-        let language = language_of(selected);
+        let language = self.language.of(selected);
         let extra = selected
             .iter()
             .filter(|r| !sample.iter().any(|s| s.review_id == r.review_id));
@@ -174,7 +200,7 @@ impl Planner {
         let labelled: Vec<(&StoredReview, bool)> = reviews.iter().map(|r| (r, true)).collect();
         RestaurantPlan {
             restaurant_id: restaurant_id.to_string(),
-            requests: self.sentiment_batches(&labelled, language_of(reviews)),
+            requests: self.sentiment_batches(&labelled, self.language.of(reviews)),
         }
     }
 
@@ -334,6 +360,7 @@ mod tests {
                 summary: 200,
                 strengths: 300,
             },
+            language: Default::default(),
         }
     }
 

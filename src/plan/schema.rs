@@ -48,6 +48,24 @@ pub fn restrict_refs(schema: &Value, kind: Kind, refs: &[ReviewRef]) -> Value {
     s
 }
 
+/// The strengths schema without the evidence alternatives of `refs` (the reviews the sentiment
+/// step labelled negative), so constrained decoding cannot quote a complaint as a strength. With
+/// no review left to cite, the only answer is an empty list.
+pub fn without_evidence_from(schema: &Value, refs: &[&str]) -> Value {
+    let mut s = schema.clone();
+    let evidence = &mut s["properties"]["strengths"]["items"]["properties"]["evidence"]["items"];
+    if let Some(alts) = evidence["anyOf"].as_array_mut() {
+        alts.retain(|a| {
+            let r = a["properties"]["ref"]["const"].as_str().unwrap_or_default();
+            !refs.contains(&r)
+        });
+        if alts.is_empty() {
+            s["properties"]["strengths"]["maxItems"] = json!(0);
+        }
+    }
+    s
+}
+
 /// Longest quote offered as evidence, in characters.
 pub(crate) const MAX_QUOTE_CHARS: usize = 120;
 

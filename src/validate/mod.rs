@@ -18,7 +18,7 @@ pub use sentiment::{merge_sentiment, Aggregate, Label};
 use crate::domain::{ErrorClass, Failure, Kind};
 use crate::infer::Reply;
 use crate::plan::ReviewRef;
-use text::{in_language, same, specific};
+use text::{in_language, same, specific, whole_sentences};
 
 /// Why an answer is not a result. The variant is the failure's group in the run summary; the
 /// message names the item, and is what the repair retry tells the model.
@@ -58,8 +58,6 @@ pub enum ValidationError {
     DetailRepeatsTitle(String),
     #[error("content: aspects {0} and {1} have the same summary")]
     SameAspectSummaries(String, String),
-    #[error("content: strengths {0:?} and {1:?} cite the same quote: each needs its own evidence")]
-    SameEvidence(String, String),
     #[error("language: {field} is not in {expected}")]
     WrongLanguage { field: String, expected: String },
 }
@@ -83,7 +81,6 @@ impl ValidationError {
             Self::Repetition { .. } => "invalid output: degenerate: repetition",
             Self::DetailRepeatsTitle(_) => "invalid output: degenerate: detail repeats title",
             Self::SameAspectSummaries(..) => "invalid output: degenerate: identical aspects",
-            Self::SameEvidence(..) => "invalid output: degenerate: evidence reused",
             Self::WrongLanguage { .. } => "invalid output: wrong language",
         }
     }
@@ -197,7 +194,11 @@ fn prose(field: &str, text: &str, expect: Expect<'_>) -> Result<(), ValidationEr
     in_language(field, text, expect.language)
 }
 
-fn summary(o: SummaryOut, expect: Expect<'_>) -> Result<Value, ValidationError> {
+fn summary(mut o: SummaryOut, expect: Expect<'_>) -> Result<Value, ValidationError> {
+    o.summary = whole_sentences(&o.summary);
+    for a in o.aspects.values_mut() {
+        a.summary = whole_sentences(&a.summary);
+    }
     prose("summary", &o.summary, expect)?;
     if o.aspects.is_empty() {
         return Err(ValidationError::NoAspects);
@@ -225,34 +226,38 @@ fn strengths(
     }
     let mut out = Vec::new();
     let mut quoted: Vec<(&str, &str)> = Vec::new();
+    let mut dropped = Vec::new();
     for s in &o.strengths {
+        let detail = whole_sentences(&s.detail);
         prose("strength title", &s.title, expect)?;
-        prose("strength detail", &s.detail, expect)?;
-        if same(&s.title, &s.detail) {
+        prose("strength detail", &detail, expect)?;
+        if same(&s.title, &detail) {
             return Err(ValidationError::DetailRepeatsTitle(s.title.clone()));
         }
         if s.evidence.is_empty() {
             return Err(ValidationError::NoEvidence(s.title.clone()));
         }
-        for e in &s.evidence {
-            if let Some((title, _)) = quoted.iter().find(|(_, q)| same(q, &e.quote)) {
-                return Err(ValidationError::SameEvidence(
-                    title.to_string(),
-                    s.title.clone(),
-                ));
-            }
+        let evidence = s
+            .evidence
+            .iter()
+            .map(|e| evidence(s, e, refs, expect))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A strength whose every quote an earlier one already cites has no evidence of its own:
+        // it is left out (and counted), the earlier one kept.
+        let reused = (s.evidence.iter()).all(|e| quoted.iter().any(|(_, q)| same(q, &e.quote)));
+        if reused {
+            dropped.push(s.title.trim().to_string());
+            continue;
         }
         quoted.extend(
             s.evidence
                 .iter()
                 .map(|e| (s.title.as_str(), e.quote.as_str())),
         );
-        let evidence = s
-            .evidence
-            .iter()
-            .map(|e| evidence(s, e, refs, expect))
-            .collect::<Result<Vec<_>, _>>()?;
-        out.push(json!({"title": s.title.trim(), "detail": s.detail.trim(), "evidence": evidence}));
+        out.push(json!({"title": s.title.trim(), "detail": detail, "evidence": evidence}));
+    }
+    if !dropped.is_empty() {
+        return Ok(json!({ "strengths": out, "dropped_without_own_evidence": dropped }));
     }
     Ok(json!({ "strengths": out }))
 }
@@ -440,10 +445,13 @@ mod tests {
             "invalid output: degenerate: detail repeats title"
         );
         let reused = r#"{"strengths":[{"title":"국물","detail":"진한 국물이 좋다는 평","evidence":[{"ref":"R1","quote":"또 올게요"}]},{"title":"재방문","detail":"다시 오고 싶다는 손님","evidence":[{"ref":"R1","quote":"또 올게요"}]}]}"#;
+        let kept = check(Kind::Strengths, reused).unwrap();
         assert_eq!(
-            check(Kind::Strengths, reused).unwrap_err().group(),
-            "invalid output: degenerate: evidence reused"
+            kept["strengths"].as_array().unwrap().len(),
+            1,
+            "the second has no evidence of its own"
         );
+        assert_eq!(kept["dropped_without_own_evidence"][0], "재방문");
         let labels = HashMap::from([("a-001".to_string(), Label::Negative)]);
         let praise = r#"{"strengths":[{"title":"국물","detail":"진한 국물이 좋다는 평","evidence":[{"ref":"R1","quote":"또 올게요"}]}]}"#;
         let e = validate(

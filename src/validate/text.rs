@@ -132,6 +132,20 @@ pub fn in_language(field: &str, text: &str, language: &str) -> Result<(), Valida
     }
 }
 
+/// `text` ending on a whole sentence: a text the schema's length limit cut mid-sentence loses
+/// the broken tail after its last full stop, or, with no earlier sentence end, ends with "…".
+pub fn whole_sentences(text: &str) -> String {
+    let t = text.trim();
+    let ends = |c: char| matches!(c, '.' | '!' | '?' | '。' | '…' | ')' | '"' | '\'');
+    if t.is_empty() || t.chars().last().is_some_and(ends) || t.chars().count() < 40 {
+        return t.to_string();
+    }
+    match t.rfind(['.', '!', '?', '。']) {
+        Some(i) if t[..i].chars().count() >= 20 => t[..=i].to_string(),
+        _ => format!("{t}…"),
+    }
+}
+
 /// The same text, ignoring case, spacing and punctuation.
 pub fn same(a: &str, b: &str) -> bool {
     words(a) == words(b)
@@ -184,5 +198,10 @@ mod tests {
         assert!(in_language("s", "a quick snack, 方便又好吃的小吃店", "English").is_err());
         assert!(in_language("s", "Crème brûlée was perfect", "English").is_ok());
         assert!(same("Rich broth.", "rich  BROTH"));
+        let cut = "Reviewers love the smoky pork. They also mention staff members, wait times and places they";
+        assert_eq!(whole_sentences(cut), "Reviewers love the smoky pork.");
+        assert_eq!(whole_sentences("Short and fine"), "Short and fine");
+        let one = "Reviewers love the smoky pork and the charcoal grill and the side dishes and";
+        assert!(whole_sentences(one).ends_with("and…"));
     }
 }
