@@ -111,9 +111,11 @@ impl Gen<'_> {
         Value::Object(out)
     }
 
-    /// Words up to about two thirds of `max` characters (at least `min`).
+    /// Words up to about two thirds of `max` characters, and at most a short phrase (about
+    /// nine words from twelve: longer would repeat itself, which validation refuses), at least
+    /// `min`.
     fn words(&mut self, min: usize, max: usize) -> String {
-        let target = (max * 2 / 3).max(min).min(max);
+        let target = (max * 2 / 3).min(60).max(min).min(max);
         let mut s = String::new();
         loop {
             let w = WORDS[self.rng.usize(..WORDS.len())];
