@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::domain::StoredReview;
 use crate::pipeline::{analyse_plan, Pipeline};
 use crate::store::RestaurantRow;
-use crate::validate::Label;
+use crate::validate::{sentiment_labels, Label};
 pub use measure::Restaurant;
 pub use report::EvalReport;
 
@@ -73,25 +73,11 @@ pub async fn label_all(p: &Pipeline, restaurant_id: &str, reviews: Vec<StoredRev
             .filter_map(|m| m.completion_tokens)
             .sum::<u64>();
         match &k.outcome {
-            Ok(v) => out.labels.extend(labels(v)),
+            Ok(v) => out.labels.extend(sentiment_labels(v)),
             Err(f) => out.failure = Some(f.message.clone()),
         }
     }
     out
-}
-
-fn labels(v: &serde_json::Value) -> Vec<(String, Label)> {
-    v["reviews"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .filter_map(|r| {
-                    let id = r["review_id"].as_str()?.to_string();
-                    Some((id, serde_json::from_value(r["label"].clone()).ok()?))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Evaluates `restaurants`: labels, selection, diversity and consistency of each.

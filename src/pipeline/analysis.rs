@@ -14,7 +14,9 @@ use crate::infer::{ChatRequest, FollowUps, LlmClient, Reply};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
 use crate::plan::{schema, Message, PlannedRequest, RestaurantPlan};
 use crate::store::{RestaurantResults, ResultRow};
-use crate::validate::{merge_sentiment, validate, Expect, Label, ValidationError};
+use crate::validate::{
+    merge_sentiment, sentiment_labels, validate, Expect, Label, ValidationError,
+};
 
 /// One analysis kind of a restaurant, after its requests (several for batched sentiment).
 #[derive(Debug)]
@@ -64,7 +66,7 @@ pub async fn analyse_plan(
             .collect(),
         reviews_total,
     );
-    let labels = labels_of(&sentiment);
+    let labels = sentiment.outcome.as_ref().ok().map(sentiment_labels);
     let narrowed: Vec<PlannedRequest> = of(Kind::Strengths)
         .map(|r| without_negative_evidence(r, labels.as_ref()))
         .collect();
@@ -116,21 +118,6 @@ async fn run<F: std::future::Future<Output = Unit>>(units: Vec<F>, f: FollowUps)
             out
         }
     }
-}
-
-/// Each review's label from a valid sentiment result.
-fn labels_of(k: &KindOutcome) -> Option<HashMap<String, Label>> {
-    let v = k.outcome.as_ref().ok()?;
-    Some(
-        v["reviews"]
-            .as_array()?
-            .iter()
-            .filter_map(|r| {
-                let id = r["review_id"].as_str()?.to_string();
-                Some((id, serde_json::from_value(r["label"].clone()).ok()?))
-            })
-            .collect(),
-    )
 }
 
 /// One kind from its units: valid only if every unit is (a sentiment batch missing would leave

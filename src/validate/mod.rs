@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use sentiment::{merge_sentiment, Aggregate, Label};
+pub use sentiment::{merge_sentiment, sentiment_labels, Aggregate, Label};
 
 use crate::domain::{ErrorClass, Failure, Kind};
 use crate::infer::Reply;

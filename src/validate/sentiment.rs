@@ -1,7 +1,7 @@
 //! Sentiment: one label per review, keyed by its reference, and the restaurant's aggregate that
 //! palate computes from the labels of an unbiased sample (the model is never asked for one).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 use serde::de::{MapAccess, Visitor};
@@ -151,6 +151,21 @@ impl Aggregate {
             ],
         })
     }
+}
+
+/// Each review's label in a valid sentiment result, by review id.
+pub fn sentiment_labels(v: &Value) -> HashMap<String, Label> {
+    let reviews = v["reviews"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    reviews
+        .iter()
+        .filter_map(|r| {
+            let id = r["review_id"].as_str()?.to_string();
+            Some((id, serde_json::from_value(r["label"].clone()).ok()?))
+        })
+        .collect()
 }
 
 /// Joins a restaurant's validated sentiment batches into one result: every review's label, in
