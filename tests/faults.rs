@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use palate::config::{Config, JobFile};
-use palate::domain::{ErrorClass, StoredReview};
+use palate::domain::ErrorClass;
 use palate::infer::{ChatRequest, LlmClient, OpenAiClient};
-use palate::plan::{BatchLimits, Planner, Prompts, RestaurantPlan, TokenCounter};
+use palate::plan::RestaurantPlan;
 use palate::sim::{EngineConfig, Fault, FaultPlan, LatencyModel, SimConfig, SimServer};
 use rusqlite::Connection;
 use tokio::time::{Duration, Instant};
@@ -125,32 +125,7 @@ async fn with_faults_at_20_percent_every_analysis_is_stored_valid_or_with_its_re
 }
 
 fn plan() -> RestaurantPlan {
-    let planner = Planner {
-        prompts: Prompts::load(&common::root().join("prompts")).unwrap(),
-        counter: TokenCounter::Estimate,
-        limits: BatchLimits {
-            reviews: 16,
-            tokens: 2048,
-        },
-        max: palate::plan::MaxTokens {
-            sentiment: 300,
-            summary: 300,
-            strengths: 300,
-        },
-        language: Default::default(),
-    };
-    let reviews: Vec<StoredReview> = ["Great broth.", "Rude staff but fast.", "가성비 좋아요"]
-        .iter()
-        .enumerate()
-        .map(|(i, t)| StoredReview {
-            review_id: format!("r{i}"),
-            text: t.to_string(),
-            content_hash: String::new(),
-            lang: None,
-            rating: None,
-        })
-        .collect();
-    planner.plan("r", &reviews, &reviews)
+    common::plan_of(&["Great broth.", "Rude staff but fast.", "가성비 좋아요"])
 }
 
 fn client(endpoints: &[&str], model: &str, extra: impl FnOnce(&mut JobFile)) -> OpenAiClient {

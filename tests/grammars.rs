@@ -10,40 +10,16 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
-use palate::domain::{Kind, StoredReview};
-use palate::plan::{BatchLimits, MaxTokens, Planner, Prompts, RestaurantPlan, TokenCounter};
+use palate::domain::Kind;
+use palate::plan::RestaurantPlan;
 use serde_json::{json, Value};
 
 fn plan() -> RestaurantPlan {
-    let planner = Planner {
-        prompts: Prompts::load(&common::root().join("prompts")).unwrap(),
-        counter: TokenCounter::Estimate,
-        limits: BatchLimits {
-            reviews: 16,
-            tokens: 4096,
-        },
-        max: MaxTokens {
-            sentiment: 200,
-            summary: 300,
-            strengths: 300,
-        },
-        language: Default::default(),
-    };
-    let texts = [
+    common::plan_of(&[
         "Great broth. Will come back.",
         "Rude staff, cold mandu.",
         "국물이 진하고 맛있어요. 또 올게요!",
-    ];
-    let reviews: Vec<StoredReview> = (texts.iter().enumerate())
-        .map(|(i, t)| StoredReview {
-            review_id: format!("r{i}"),
-            text: t.to_string(),
-            content_hash: String::new(),
-            lang: None,
-            rating: None,
-        })
-        .collect();
-    planner.plan("r", &reviews, &reviews)
+    ])
 }
 
 fn schema(kind: Kind) -> Value {

@@ -186,3 +186,33 @@ pub fn palate(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// One restaurant's plan over `texts` (reviews `r0`, `r1`, …, all in the sample and the
+/// selection), with the repository's prompts and the token estimate.
+pub fn plan_of(texts: &[&str]) -> palate::plan::RestaurantPlan {
+    use palate::plan::{BatchLimits, MaxTokens, Planner, Prompts, TokenCounter};
+    let planner = Planner {
+        prompts: Prompts::load(&root().join("prompts")).unwrap(),
+        counter: TokenCounter::Estimate,
+        limits: BatchLimits {
+            reviews: 16,
+            tokens: 2048,
+        },
+        max: MaxTokens {
+            sentiment: 300,
+            summary: 300,
+            strengths: 300,
+        },
+        language: Default::default(),
+    };
+    let reviews: Vec<palate::domain::StoredReview> = (texts.iter().enumerate())
+        .map(|(i, t)| palate::domain::StoredReview {
+            review_id: format!("r{i}"),
+            text: t.to_string(),
+            content_hash: String::new(),
+            lang: None,
+            rating: None,
+        })
+        .collect();
+    planner.plan("r", &reviews, &reviews)
+}
