@@ -21,7 +21,7 @@ use crate::domain::StoredReview;
 use crate::infer::schedule::Order;
 use crate::infer::{FollowUps, OpenAiClient};
 use crate::metrics::{percentile, RequestMetrics};
-use crate::pipeline::{analyse_plan, KindOutcome};
+use crate::pipeline::{analyse_plan, Conduct, KindOutcome};
 use crate::plan::{BatchLimits, MaxTokens, Planner, Prompts, RestaurantPlan, TokenCounter};
 use crate::sim::{EngineConfig, SimConfig, SimServer};
 
@@ -207,13 +207,17 @@ async fn mode(
     let cfg = crate::config::Config::validate(job)?;
     let llm = OpenAiClient::new(&cfg.llm)?;
     llm.warm_up().await?;
+    let conduct = Conduct {
+        follow_ups: FollowUps::Concurrent,
+        repairs: cfg.llm.repairs,
+    };
     let t0 = Instant::now();
     let outcomes: Vec<KindOutcome> = match strategy {
         Strategy::Static => {
             let mut all = Vec::new();
             for batch in plans.chunks(concurrency) {
                 let done = futures::future::join_all(batch.iter().map(|p| {
-                    analyse_plan(&llm, p, FollowUps::Concurrent, w.reviews_per_restaurant)
+                    analyse_plan(&llm, p, conduct, w.reviews_per_restaurant)
                 }))
                 .await;
                 all.extend(done.into_iter().flatten());
@@ -222,7 +226,7 @@ async fn mode(
         }
         _ => {
             futures::stream::iter(plans)
-                .map(|p| analyse_plan(&llm, p, FollowUps::Concurrent, w.reviews_per_restaurant))
+                .map(|p| analyse_plan(&llm, p, conduct, w.reviews_per_restaurant))
                 .buffer_unordered(concurrency)
                 .flat_map(futures::stream::iter)
                 .collect()

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use crate::domain::StoredReview;
-use crate::pipeline::{analyse_plan, Pipeline};
+use crate::pipeline::{analyse_plan, Conduct, Pipeline};
 use crate::store::RestaurantRow;
 use crate::validate::{sentiment_labels, Label};
 pub use measure::Restaurant;
@@ -53,7 +53,7 @@ pub struct Labelled {
 /// Labels every review of a restaurant with the job's sentiment prompt, as a run would.
 pub async fn label_all(p: &Pipeline, restaurant_id: &str, reviews: Vec<StoredReview>) -> Labelled {
     let plan = p.planner.sentiment(restaurant_id, &reviews);
-    let outcomes = analyse_plan(p.llm.as_ref(), &plan, p.cfg.llm.follow_ups, reviews.len()).await;
+    let outcomes = analyse_plan(p.llm.as_ref(), &plan, Conduct::from(&p.cfg.llm), reviews.len()).await;
     let mut out = Labelled {
         reviews,
         labels: HashMap::new(),

@@ -31,6 +31,8 @@ pub struct OpenAiClient {
     /// The model, then its fallbacks, in order.
     models: Vec<String>,
     temperature: f32,
+    text_temperature: f32,
+    repair_temperature: f32,
     request_timeout: Duration,
     send_priority: bool,
     retry: RetryPolicy,
@@ -125,6 +127,8 @@ impl OpenAiClient {
             endpoints,
             models,
             temperature: cfg.temperature,
+            text_temperature: cfg.text_temperature,
+            repair_temperature: cfg.repair_temperature,
             request_timeout: cfg.request_timeout(),
             send_priority: cfg.send_priority,
             retry: cfg.retry(),
@@ -179,6 +183,14 @@ impl OpenAiClient {
         }
     }
 
+    fn temperature(&self, req: &ChatRequest) -> f32 {
+        match (req.attempt, req.kind) {
+            (2.., _) => self.repair_temperature,
+            (_, Kind::Sentiment) => self.temperature,
+            _ => self.text_temperature,
+        }
+    }
+
     fn body(&self, req: &ChatRequest, model: &str) -> Value {
         let mut body = json!({
             "model": model,
@@ -186,7 +198,8 @@ impl OpenAiClient {
             "stream": true,
             "stream_options": {"include_usage": true},
             "max_tokens": req.max_tokens,
-            "temperature": self.temperature,
+            "temperature": self.temperature(req),
+            "seed": req.attempt,
             "response_format": {
                 "type": "json_schema",
                 "json_schema": {"name": req.kind.as_str(), "schema": req.schema, "strict": true}

@@ -57,7 +57,19 @@ pub struct LlmConfig {
     pub read_timeout_s: f64,
     /// Longest a whole request may take.
     pub request_timeout_s: f64,
+    /// Sampling temperature of the sentiment labels: 0 (greedy) makes them reproducible,
+    /// which the consistency measure of `palate eval` checks.
     pub temperature: f32,
+    /// Sampling temperature of the summary and strengths: free text, where greedy decoding
+    /// of a small model loops and copies one sentence into every aspect (docs/quality.md).
+    /// Every request is seeded with its attempt number, so a rerun gives the same answers.
+    pub text_temperature: f32,
+    /// Fresh requests after an invalid answer (0 = none). A greedy model asked again gives the
+    /// same answer, and shown its invalid answer it copies it (docs/quality.md), so a repair
+    /// asks the original prompt again with the refusal's reason appended, sampled at
+    /// `repair_temperature`.
+    pub repairs: u32,
+    pub repair_temperature: f32,
     /// Output budgets per kind; a reply cut at its budget is a failure, never a result.
     pub max_tokens_sentiment: u32,
     pub max_tokens_summary: u32,
@@ -91,6 +103,9 @@ impl Default for LlmConfig {
             read_timeout_s: 120.0,
             request_timeout_s: 600.0,
             temperature: 0.0,
+            text_temperature: 0.7,
+            repairs: 2,
+            repair_temperature: 0.7,
             max_tokens_sentiment: 400,
             max_tokens_summary: 400,
             max_tokens_strengths: 400,
@@ -130,6 +145,15 @@ impl LlmConfig {
         }
         if self.max_in_flight == 0 {
             return Err("llm.max_in_flight must be at least 1".into());
+        }
+        for (name, t) in [
+            ("llm.temperature", self.temperature),
+            ("llm.text_temperature", self.text_temperature),
+            ("llm.repair_temperature", self.repair_temperature),
+        ] {
+            if !(t.is_finite() && (0.0..=2.0).contains(&t)) {
+                return Err(format!("{name} must be between 0 and 2"));
+            }
         }
         if self.attempts == 0 {
             return Err("llm.attempts must be at least 1".into());

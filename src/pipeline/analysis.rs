@@ -1,5 +1,5 @@
-//! One restaurant's plan through the LLM: every planned request, its one repair retry when the
-//! answer is invalid, sentiment batches merged, and the rows a [`ResultSink`] stores. Needs only
+//! One restaurant's plan through the LLM: every planned request, its repairs (fresh sampled
+//! requests) when the answer is invalid, sentiment batches merged, and the rows a [`ResultSink`] stores. Needs only
 //! an [`LlmClient`], so it is tested with a scripted one.
 //!
 //! [`ResultSink`]: crate::store::ResultSink
@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::domain::{millis, ErrorClass, Failure, Kind, ResultKey};
-use crate::infer::{ChatRequest, FollowUps, LlmClient, Reply};
+use crate::infer::{ChatRequest, FollowUps, LlmClient, LlmConfig};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
 use crate::plan::{schema, Message, PlannedRequest, RestaurantPlan};
 use crate::store::{RestaurantResults, ResultRow};
@@ -30,7 +30,7 @@ pub struct KindOutcome {
     pub requests: Vec<RequestMetrics>,
 }
 
-/// One planned request after its repair retry, if any.
+/// One planned request after its repairs, if any.
 struct Unit {
     kind: Kind,
     outcome: Result<Value, Failure>,
@@ -50,15 +50,16 @@ struct Unit {
 pub async fn analyse_plan(
     llm: &dyn LlmClient,
     plan: &RestaurantPlan,
-    follow_ups: FollowUps,
+    conduct: Conduct,
     reviews_total: usize,
 ) -> Vec<KindOutcome> {
     let of = |k: Kind| plan.requests.iter().filter(move |r| r.kind == k);
     let system_cached = |r: &PlannedRequest| r.prompt_tokens.saturating_sub(r.prefix_tokens);
+    let unit = |r, prefill, labels| unit(llm, plan, r, prefill, labels, conduct.repairs);
     let first = of(Kind::Summary)
-        .map(|r| unit(llm, plan, r, r.prompt_tokens, None))
-        .chain(of(Kind::Sentiment).map(|r| unit(llm, plan, r, system_cached(r), None)));
-    let mut units = run(first.collect(), follow_ups).await;
+        .map(|r| unit(r, r.prompt_tokens, None))
+        .chain(of(Kind::Sentiment).map(|r| unit(r, system_cached(r), None)));
+    let mut units = run(first.collect(), conduct.follow_ups).await;
     let sentiment = combine(
         Kind::Sentiment,
         units
@@ -72,9 +73,9 @@ pub async fn analyse_plan(
         .collect();
     let strengths = narrowed
         .iter()
-        .map(|r| unit(llm, plan, r, system_cached(r), labels.as_ref()))
+        .map(|r| unit(r, system_cached(r), labels.as_ref()))
         .collect();
-    units.extend(run(strengths, follow_ups).await);
+    units.extend(run(strengths, conduct.follow_ups).await);
     let mut by_kind: BTreeMap<Kind, Vec<Unit>> = BTreeMap::new();
     for u in units {
         by_kind.entry(u.kind).or_default().push(u);
@@ -86,6 +87,23 @@ pub async fn analyse_plan(
             .map(|(kind, units)| combine(kind, units, reviews_total)),
     );
     out
+}
+
+/// How a restaurant's requests go: one after another or at once, and how many fresh requests
+/// an invalid answer gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Conduct {
+    pub follow_ups: FollowUps,
+    pub repairs: u32,
+}
+
+impl From<&LlmConfig> for Conduct {
+    fn from(c: &LlmConfig) -> Self {
+        Self {
+            follow_ups: c.follow_ups,
+            repairs: c.repairs,
+        }
+    }
 }
 
 /// A strengths request whose schema cannot cite a review the sentiment step labelled negative.
@@ -164,13 +182,14 @@ fn combine(kind: Kind, units: Vec<Unit>, reviews_total: usize) -> KindOutcome {
     }
 }
 
-/// One planned request, then at most one repair retry if the answer is invalid.
+/// One planned request, then up to `repairs` fresh ones while the answer is invalid.
 async fn unit(
     llm: &dyn LlmClient,
     plan: &RestaurantPlan,
     req: &PlannedRequest,
     prefill_tokens: u64,
     labels: Option<&HashMap<String, Label>>,
+    repairs: u32,
 ) -> Unit {
     let expect = Expect {
         language: req.language,
@@ -204,11 +223,11 @@ async fn unit(
             last.error_class = Some(ErrorClass::InvalidOutput);
             last.error = Some(invalid.to_string());
         }
-        if chat.attempt >= 2 {
-            break Err(invalid.failure());
+        if chat.attempt > repairs {
+            break Err(invalid.failure(repairs));
         }
-        tracing::debug!(kind = req.kind.as_str(), reason = %invalid, "invalid answer, one repair retry");
-        repair(&mut chat, reply, &invalid, prefill_tokens);
+        tracing::debug!(kind = req.kind.as_str(), reason = %invalid, attempt = chat.attempt, "invalid answer, asking again");
+        repair(&mut chat, &req.messages, &invalid, prefill_tokens);
     };
     if let Err(f) = &outcome {
         tracing::warn!(kind = req.kind.as_str(), reason = %f, "analysis failed");
@@ -224,21 +243,19 @@ async fn unit(
     }
 }
 
-/// The repair retry: the whole conversation (and so the cached prefix), the invalid answer, and
-/// what was wrong with it.
-fn repair(chat: &mut ChatRequest, reply: Reply, invalid: &ValidationError, prefill_tokens: u64) {
-    chat.messages.push(Message {
-        role: "assistant",
-        content: reply.content,
-    });
-    chat.messages.push(Message {
-        role: "user",
-        content: format!(
-            "That answer is invalid: {invalid}. Reply again with the corrected JSON object only."
-        ),
-    });
+/// A repair: the original conversation again (its prefix is cached) with the refusal's reason
+/// appended to the last message, but not the invalid answer, which a small model copies. The
+/// client samples it (`repair_temperature`, seeded by the attempt).
+fn repair(chat: &mut ChatRequest, original: &[Message], invalid: &ValidationError, prefill: u64) {
+    chat.messages = original.to_vec();
+    if let Some(last) = chat.messages.last_mut() {
+        last.content = format!(
+            "{}\n\nAn earlier answer was refused: {invalid}.",
+            last.content
+        );
+    }
     chat.attempt += 1;
-    chat.prefill_tokens = prefill_tokens / 4 + chat.max_tokens as u64;
+    chat.prefill_tokens = prefill;
 }
 
 /// How much of a restaurant the analysis read, for its metrics rows.

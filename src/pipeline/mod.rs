@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use analysis::{analyse_plan, restaurant_results, Coverage, KindOutcome};
+pub use analysis::{analyse_plan, restaurant_results, Conduct, Coverage, KindOutcome};
 
 use crate::config::Config;
 use crate::domain::{millis, short_hash, ResultKey, StoredReview};
@@ -145,8 +145,8 @@ impl Pipeline {
         let cap = self.cfg.select.sentiment_sample;
         let sample = sentiment_sample(&r.restaurant_id, &all, cap);
         let plan = self.planner.plan(&r.restaurant_id, &selected, &sample);
-        let follow_ups = self.cfg.llm.follow_ups;
-        let outcomes = analyse_plan(self.llm.as_ref(), &plan, follow_ups, all.len()).await;
+        let conduct = Conduct::from(&self.cfg.llm);
+        let outcomes = analyse_plan(self.llm.as_ref(), &plan, conduct, all.len()).await;
         let tokens = |rs: &[StoredReview]| -> u64 {
             rs.iter()
                 .map(|rv| self.planner.counter.count(&rv.text))

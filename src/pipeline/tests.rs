@@ -122,6 +122,13 @@ fn coverage() -> Coverage {
     }
 }
 
+fn conduct(follow_ups: FollowUps) -> Conduct {
+    Conduct {
+        follow_ups,
+        repairs: 1,
+    }
+}
+
 /// Sentiment valid, the summary repaired on its second try, strengths invalid twice.
 async fn repaired_and_failed() -> (RestaurantResults, Vec<(Kind, u32)>) {
     let llm = Scripted {
@@ -133,7 +140,7 @@ async fn repaired_and_failed() -> (RestaurantResults, Vec<(Kind, u32)>) {
         },
         seen: Mutex::default(),
     };
-    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Sequential, 3).await;
+    let outcomes = analyse_plan(&llm, &plan(), conduct(FollowUps::Sequential), 3).await;
     let seen = lock(&llm.seen).clone();
     (
         restaurant_results(key(), outcomes, coverage(), Sla::default()),
@@ -178,7 +185,7 @@ async fn a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group()
         "invalid output: quote not in the cited review"
     );
     assert!(
-        failure.message.ends_with("(after one repair retry)"),
+        failure.message.ends_with("(after 1 repair)"),
         "{failure}"
     );
     // 2 sentiment batches + summary twice + strengths twice; each invalid answer marked so.
@@ -186,6 +193,42 @@ async fn a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group()
     let invalid = (r.requests.iter()).filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
     assert_eq!(invalid.count(), 3);
     assert_eq!(r.analyses[2].failure.as_ref(), Some(failure));
+}
+
+#[tokio::test]
+async fn a_repair_asks_the_prompt_again_with_the_reason_and_without_the_invalid_answer() {
+    let llm = Scripted {
+        script: |kind, attempt, req| {
+            let asked = &req.messages.last().unwrap().content;
+            match (kind, attempt) {
+                (Kind::Sentiment, _) => Ok(sentiment_for(req)),
+                (Kind::Strengths, _) => Ok(STRENGTHS.into()),
+                (Kind::Summary, 1) => Ok(r#"{"summary":"...","aspects":{}}"#.into()),
+                (Kind::Summary, 2) => {
+                    assert_eq!(req.messages.len(), 2, "no invalid answer in the repair");
+                    let reason = r#"An earlier answer was refused: content: summary "..." has no words."#;
+                    assert!(asked.ends_with(reason), "{asked}");
+                    Ok(r#"{"summary":"summary","aspects":{}}"#.into())
+                }
+                (Kind::Summary, _) => {
+                    assert!(!asked.contains("no words"), "only the latest reason: {asked}");
+                    Ok(SUMMARY.into())
+                }
+            }
+        },
+        seen: Mutex::default(),
+    };
+    let two = Conduct {
+        follow_ups: FollowUps::Sequential,
+        repairs: 2,
+    };
+    let outcomes = analyse_plan(&llm, &plan(), two, 3).await;
+    let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
+    assert!(r.rows[1].outcome.is_ok(), "{:?}", r.rows[1].outcome);
+    assert_eq!(r.rows[1].attempts, 3);
+    let summaries = (r.requests.iter()).filter(|m| m.kind == Kind::Summary);
+    let attempts: Vec<u32> = summaries.map(|m| m.attempt).collect();
+    assert_eq!(attempts, [1, 2, 3]);
 }
 
 #[tokio::test]
@@ -201,7 +244,7 @@ async fn a_request_error_fails_its_kind_with_the_class_and_leaves_the_others() {
         },
         seen: Mutex::default(),
     };
-    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent, 3).await;
+    let outcomes = analyse_plan(&llm, &plan(), conduct(FollowUps::Concurrent), 3).await;
     let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
     let failure = r.rows[0].outcome.as_ref().unwrap_err();
     assert_eq!(failure.class, ErrorClass::Transient);
@@ -222,7 +265,7 @@ async fn a_strength_quoted_from_a_review_labelled_negative_is_refused() {
         },
         seen: Mutex::default(),
     };
-    let outcomes = analyse_plan(&llm, &plan(), FollowUps::Concurrent, 3).await;
+    let outcomes = analyse_plan(&llm, &plan(), conduct(FollowUps::Concurrent), 3).await;
     let r = restaurant_results(key(), outcomes, coverage(), Sla::default());
     let failure = r.rows[2].outcome.as_ref().unwrap_err();
     assert_eq!(

@@ -85,12 +85,17 @@ impl ValidationError {
         }
     }
 
-    /// The analysis failure, after the repair retry was also invalid.
-    pub fn failure(&self) -> Failure {
+    /// The analysis failure, after its `repairs` were also invalid.
+    pub fn failure(&self, repairs: u32) -> Failure {
+        let message = match repairs {
+            0 => self.to_string(),
+            1 => format!("{self} (after 1 repair)"),
+            n => format!("{self} (after {n} repairs)"),
+        };
         Failure {
             class: ErrorClass::InvalidOutput,
             group: self.group().to_string(),
-            message: format!("{self} (after one repair retry)"),
+            message,
         }
     }
 }
