@@ -216,9 +216,11 @@ async fn mode(
         Strategy::Static => {
             let mut all = Vec::new();
             for batch in plans.chunks(concurrency) {
-                let done = futures::future::join_all(batch.iter().map(|p| {
-                    analyse_plan(&llm, p, conduct, w.reviews_per_restaurant)
-                }))
+                let done = futures::future::join_all(
+                    batch
+                        .iter()
+                        .map(|p| analyse_plan(&llm, p, conduct, w.reviews_per_restaurant)),
+                )
                 .await;
                 all.extend(done.into_iter().flatten());
             }

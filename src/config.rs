@@ -63,6 +63,12 @@ pub struct JobSection {
     pub max_review_bytes: usize,
     /// Restaurants analysed at the same time (their requests share `llm.max_in_flight`).
     pub restaurant_concurrency: usize,
+    /// Minutes a run may take: then it starts no more restaurants, stores those in flight, and
+    /// exits 5; the next run resumes. Unset: no limit.
+    pub deadline_min: Option<f64>,
+    /// Restaurants in a row that fail only for request errors (every endpoint down) before
+    /// the run gives up, marks itself failed and exits 1, releasing the lock for the next run.
+    pub max_failed_in_a_row: usize,
 }
 
 impl Default for JobSection {
@@ -74,6 +80,8 @@ impl Default for JobSection {
             rejects_dir: "out/rejects".into(),
             max_review_bytes: 4000,
             restaurant_concurrency: 4,
+            deadline_min: None,
+            max_failed_in_a_row: 8,
         }
     }
 }
@@ -146,9 +154,17 @@ impl Config {
 
     /// Each stage checks its own section.
     pub fn validate(mut f: JobFile) -> Result<Self, ConfigError> {
-        if f.job.restaurant_concurrency == 0 {
+        if f.job.restaurant_concurrency == 0 || f.job.max_failed_in_a_row == 0 {
             return Err(ConfigError::Invalid(
-                "job.restaurant_concurrency must be at least 1".into(),
+                "job.restaurant_concurrency and job.max_failed_in_a_row must be at least 1".into(),
+            ));
+        }
+        if f.job
+            .deadline_min
+            .is_some_and(|m| !(m.is_finite() && m > 0.0))
+        {
+            return Err(ConfigError::Invalid(
+                "job.deadline_min must be a positive number of minutes".into(),
             ));
         }
         f.llm
@@ -165,6 +181,11 @@ impl Config {
             max_review_bytes: self.job.max_review_bytes,
             rejects_dir: self.job.rejects_dir.clone(),
         }
+    }
+
+    /// The run's deadline, if the job sets one.
+    pub fn deadline(&self) -> Option<std::time::Duration> {
+        (self.job.deadline_min).map(|m| std::time::Duration::from_secs_f64(m * 60.0))
     }
 
     /// The configuration as a run records it: JSON, with every secret as `***`.

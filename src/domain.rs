@@ -135,6 +135,8 @@ pub enum RunStatus {
     CompletedWithFailures,
     Failed,
     Interrupted,
+    /// Stopped at the job's deadline (`job.deadline_min`).
+    Deadline,
 }
 
 text_enum!(RunStatus {
@@ -143,6 +145,7 @@ text_enum!(RunStatus {
     CompletedWithFailures => "completed_with_failures",
     Failed => "failed",
     Interrupted => "interrupted",
+    Deadline => "deadline",
 });
 
 /// Documented exit codes (also in `palate run --help` and the README).
@@ -151,6 +154,7 @@ pub mod exit {
     pub const ERROR: u8 = 1;
     pub const PARTIAL: u8 = 3;
     pub const LOCKED: u8 = 4;
+    pub const DEADLINE: u8 = 5;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -169,6 +173,7 @@ impl RunStatus {
             Self::Completed => exit::OK,
             Self::CompletedWithFailures => exit::PARTIAL,
             Self::Interrupted => exit::INTERRUPTED,
+            Self::Deadline => exit::DEADLINE,
             Self::Running | Self::Failed => exit::ERROR,
         }
     }
@@ -218,6 +223,18 @@ pub fn hex(bytes: &[u8]) -> String {
 /// sha256 of `bytes` as 64 hex digits.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
+}
+
+/// Longest error text stored or logged: a server's error body or a model's reply quoted in an
+/// error can be megabytes.
+pub const MAX_ERROR_CHARS: usize = 2000;
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters, saying how much was cut.
+pub fn cap_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}… ({} more bytes cut)", &text[..at], text.len() - at),
+    }
 }
 
 /// The first 16 hex digits of a sha256: the short version hashes results are keyed by.
@@ -311,6 +328,19 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "*** ***");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "sk-123");
+    }
+
+    #[test]
+    fn long_error_texts_are_cut_on_a_character_boundary() {
+        assert_eq!(cap_text("short"), "short");
+        let long = "가".repeat(MAX_ERROR_CHARS + 10);
+        let cut = cap_text(&long);
+        assert!(cut.starts_with(&"가".repeat(MAX_ERROR_CHARS)));
+        assert!(
+            cut.ends_with("… (30 more bytes cut)"),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
     }
 
     #[test]

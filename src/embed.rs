@@ -231,10 +231,14 @@ pub async fn embed_missing(
     embedder: &dyn Embedder,
     restaurant_id: Option<&str>,
     chunk: usize,
+    cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<usize, EmbedError> {
     let model = embedder.model_id().to_string();
     let mut done = 0;
     loop {
+        if cancel.is_cancelled() {
+            return Ok(done);
+        }
         let todo = store
             .missing_embeddings(model.clone(), restaurant_id.map(str::to_string), chunk)
             .await?;

@@ -44,7 +44,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// SIGINT or SIGTERM: stop starting restaurants, let those in flight finish and be stored.
+/// SIGINT or SIGTERM: stop starting restaurants (or stop ingesting, embedding, warming up),
+/// let those in flight finish and be stored. A second one exits at once with 130: what is
+/// stored stays stored, and the next run marks this one failed and resumes.
 async fn with_signals<F, Fut>(f: F) -> anyhow::Result<u8>
 where
     F: FnOnce(CancellationToken) -> Fut,
@@ -53,20 +55,31 @@ where
     let cancel = CancellationToken::new();
     let c = cancel.clone();
     tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
+        use tokio::signal::unix::{signal, Signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async fn next(s: &mut Option<Signal>) {
+            match s {
+                Some(s) => {
                     s.recv().await;
                 }
-                Err(_) => std::future::pending::<()>().await,
+                None => std::future::pending().await,
             }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
         }
-        tracing::warn!("signal received: finishing restaurants in flight, then stopping");
-        c.cancel();
+        for n in 0.. {
+            tokio::select! {
+                _ = next(&mut int) => {}
+                _ = next(&mut term) => {}
+            }
+            if n == 0 {
+                tracing::warn!("signal received: finishing restaurants in flight, then stopping (again to stop now)");
+                c.cancel();
+            } else {
+                tracing::error!("second signal: stopping now");
+                eprintln!("palate: stopped by a second signal; the next run resumes");
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
     });
     f(cancel).await
 }

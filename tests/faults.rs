@@ -341,3 +341,75 @@ async fn priority_is_sent_only_to_a_server_that_schedules_by_it() {
     assert_eq!(e.class(), ErrorClass::Permanent);
     assert!(e.to_string().contains("priority"), "{}", e.to_string());
 }
+
+/// A server that behaves like llama.cpp's: it answers with `Connection: keep-alive`, then
+/// closes the connection when the next request arrives on it, without answering.
+async fn closes_kept_alive_connections() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let connections = std::sync::Arc::new(AtomicU32::new(0));
+    let counted = std::sync::Arc::clone(&connections);
+    let answer = r#"{"summary":"Broth praised.","aspects":{}}"#;
+    let chunk = serde_json::json!({"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [{"index": 0, "delta": {"content": answer}, "finish_reason": "stop"}]});
+    let body = format!("data: {chunk}\n\ndata: [DONE]\n\n");
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: keep-alive\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::spawn(async move {
+        loop {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            let response = response.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1 << 16];
+                let mut seen = Vec::new();
+                // Read the first request (headers and its Content-Length body), answer it.
+                while !request_complete(&seen) {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                tcp.write_all(response.as_bytes()).await.unwrap();
+                // The next request on this connection is met with a close.
+                let _ = tcp.read(&mut buf).await;
+            });
+        }
+    });
+    (url, connections)
+}
+
+fn request_complete(seen: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(seen);
+    let Some(end) = text.find("\r\n\r\n") else {
+        return false;
+    };
+    let length = text[..end]
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        })
+        .unwrap_or(0);
+    seen.len() >= end + 4 + length
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_the_server_closed_is_resent_and_not_a_failure() {
+    let (url, connections) = closes_kept_alive_connections().await;
+    let llm = client(&[url.as_str()], "m", |f| f.llm.keep_alive = true);
+    for i in 0..4 {
+        let o = llm.chat(&chat_request(&plan())).await;
+        assert!(o.result.is_ok(), "request {i}: {:?}", o.result);
+        assert_eq!(o.metrics.len(), 1, "request {i}: one attempt, no failure");
+        assert!(o.metrics[0].ok);
+    }
+    let n = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(n >= 4, "each request ended on a new connection: {n}");
+}

@@ -53,7 +53,13 @@ pub struct Labelled {
 /// Labels every review of a restaurant with the job's sentiment prompt, as a run would.
 pub async fn label_all(p: &Pipeline, restaurant_id: &str, reviews: Vec<StoredReview>) -> Labelled {
     let plan = p.planner.sentiment(restaurant_id, &reviews);
-    let outcomes = analyse_plan(p.llm.as_ref(), &plan, Conduct::from(&p.cfg.llm), reviews.len()).await;
+    let outcomes = analyse_plan(
+        p.llm.as_ref(),
+        &plan,
+        Conduct::from(&p.cfg.llm),
+        reviews.len(),
+    )
+    .await;
     let mut out = Labelled {
         reviews,
         labels: HashMap::new(),

@@ -270,8 +270,7 @@ impl OpenAiClient {
         let service = tower::service_fn(move |f: HttpRequestFactory| {
             let (http, seen) = (http.clone(), Arc::clone(&seen));
             async move {
-                let rq = f.build().await?;
-                let resp = http.execute(rq).await.map_err(OpenAIError::Reqwest)?;
+                let resp = send(&http, &f).await?;
                 *lock(&seen) = (
                     Some(resp.status().as_u16()),
                     retry::retry_after(resp.headers()),
@@ -308,6 +307,24 @@ impl OpenAiClient {
     }
 }
 
+/// Sends a request; one that fails on a connection the server had already closed (llama.cpp
+/// closes kept-alive connections, and the pool may hand one out as it does) before any byte of
+/// an answer is sent again at once on a new connection, and is not a server failure. A server
+/// that really drops requests fails the resend too, which is then an attempt like any other.
+async fn send(
+    http: &reqwest::Client,
+    f: &HttpRequestFactory,
+) -> Result<reqwest::Response, OpenAIError> {
+    match http.execute(f.build().await?).await {
+        Err(e) if retry::closed_before_answer(&e) => {
+            tracing::debug!(error = %e, "connection closed before an answer; resending on a new one");
+            http.execute(f.build().await?).await
+        }
+        r => r,
+    }
+    .map_err(OpenAIError::Reqwest)
+}
+
 /// vLLM's `priority` for a request: its estimated prefill (lower goes first).
 fn priority(req: &ChatRequest) -> i64 {
     req.prefill_tokens.min(i64::MAX as u64) as i64
@@ -315,6 +332,10 @@ fn priority(req: &ChatRequest) -> i64 {
 
 #[async_trait]
 impl LlmClient for OpenAiClient {
+    async fn ready(&self) -> Result<(), InferError> {
+        self.warm_up().await.map(|_| ())
+    }
+
     /// Walks the model chain: the first model that answers wins. A context-length error is not
     /// handed on (the prompt is what is wrong); anything else that exhausts a model is.
     #[tracing::instrument(skip_all, fields(restaurant_id = %req.restaurant_id, kind = req.kind.as_str(), attempt = req.attempt))]

@@ -133,6 +133,12 @@ pub struct ChatOutcome {
 #[async_trait]
 pub trait LlmClient: Send + Sync {
     async fn chat(&self, req: &ChatRequest) -> ChatOutcome;
+
+    /// Checks that the server answers before the first request of a run; a run with nothing
+    /// to analyse never calls it, so it needs no server.
+    async fn ready(&self) -> Result<(), InferError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

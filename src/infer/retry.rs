@@ -34,11 +34,36 @@ impl RetryPolicy {
     }
 }
 
-/// `Retry-After` as seconds (the HTTP-date form is not used by LLM servers and is ignored).
+/// `Retry-After` as seconds, capped at [`MAX_RETRY_AFTER`] before it becomes a `Duration` (which
+/// panics beyond `u64` seconds); the HTTP-date form is not used by LLM servers and is ignored.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     let s: f64 = v.trim().parse().ok()?;
-    (s.is_finite() && s >= 0.0).then(|| Duration::from_secs_f64(s))
+    (s.is_finite() && s >= 0.0)
+        .then(|| Duration::from_secs_f64(s.min(MAX_RETRY_AFTER.as_secs_f64())))
+}
+
+/// A connection the peer closed or reset before sending any of the response.
+pub fn closed_before_answer(e: &reqwest::Error) -> bool {
+    use std::io::ErrorKind::*;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() || h.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// Sorts an async-openai error into the classes the retry logic acts on.
@@ -121,6 +146,39 @@ mod tests {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::RETRY_AFTER, "3".parse().unwrap());
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn retry_after_1e20_is_capped_not_a_panic() {
+        let header = |v: &str| {
+            let mut h = reqwest::header::HeaderMap::new();
+            h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+            retry_after(&h)
+        };
+        assert_eq!(header("1e20"), Some(MAX_RETRY_AFTER));
+        assert_eq!(header("1.7e308"), Some(MAX_RETRY_AFTER));
+        assert_eq!(header("0.25"), Some(Duration::from_millis(250)));
+        for bad in ["inf", "NaN", "-1", "", "Wed, 21 Oct 2015 07:28:00 GMT"] {
+            assert_eq!(header(bad), None, "{bad}");
+        }
+    }
+
+    use proptest::strategy::Strategy;
+
+    proptest::proptest! {
+        /// Any header value: a delay within the cap, or none; never a panic.
+        #[test]
+        fn retry_after_never_panics(v in proptest::prop_oneof![
+            "\\PC{0,40}",
+            "[0-9eE.+-]{1,30}",
+            proptest::num::f64::ANY.prop_map(|f| f.to_string()),
+        ]) {
+            let mut h = reqwest::header::HeaderMap::new();
+            if let Ok(value) = v.parse() {
+                h.insert(reqwest::header::RETRY_AFTER, value);
+                proptest::prop_assert!(retry_after(&h).is_none_or(|d| d <= MAX_RETRY_AFTER));
+            }
+        }
     }
 
     #[test]

@@ -254,6 +254,10 @@ pub struct RunSummary {
     /// Failure groups (see [`Failure::group`]) with their counts, most frequent first.
     pub failure_reasons: Vec<(String, usize)>,
     pub quality: Quality,
+    /// Why the run stopped before its last restaurant, if it did on its own (every endpoint
+    /// failing); an interrupt or the deadline show in the run's status instead.
+    #[serde(default)]
+    pub gave_up: Option<String>,
 }
 
 /// The failure groups (see `validate::ValidationError::group`) the quality counters count.

@@ -12,6 +12,7 @@ mod tests;
 
 use std::sync::Arc;
 
+use anyhow::Context;
 use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
@@ -20,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub use analysis::{analyse_plan, restaurant_results, Conduct, Coverage, KindOutcome};
 
 use crate::config::Config;
-use crate::domain::{millis, short_hash, ResultKey, StoredReview};
+use crate::domain::{cap_text, millis, short_hash, ErrorClass, ResultKey, StoredReview};
 use crate::index::VectorIndex;
 use crate::infer::LlmClient;
 use crate::metrics::{RunSummary, RunTally};
@@ -42,6 +43,8 @@ pub struct Pipeline {
     pub llm: Arc<dyn LlmClient>,
     pub planner: Planner,
     pub embed_model_id: String,
+    /// Set once the LLM server answered, before the first restaurant that needs it.
+    pub ready: tokio::sync::OnceCell<()>,
 }
 
 /// What became of one restaurant.
@@ -79,6 +82,8 @@ impl Pipeline {
     }
 
     /// Analyses `restaurants` (unless current and not `force`), calling `on_done` after each.
+    /// Stops starting restaurants when `cancel` is cancelled, or when `job.max_failed_in_a_row`
+    /// restaurants in a row failed only for request errors (the summary's `gave_up` says so).
     pub async fn analyse_all(
         self: &Arc<Self>,
         run_id: i64,
@@ -98,17 +103,23 @@ impl Pipeline {
             let p = Arc::clone(self);
             async move { p.restaurant(run_id, r?, force).await }
         };
+        let stop = cancel.child_token();
+        let mut breaker = Breaker::new(self.cfg.job.max_failed_in_a_row);
         let limit = self.cfg.job.restaurant_concurrency;
-        fanout::fan_out(items, limit, &cancel, work, |id, result| {
+        fanout::fan_out(items, limit, &stop, work, |id, result| {
             let outcome = match result {
                 Ok(None) => RestaurantOutcome::Skipped,
                 Ok(Some(a)) => {
                     a.requests.iter().for_each(|m| tally.add_request(m, &sla));
                     a.analyses.iter().for_each(|m| tally.add_analysis(m));
+                    breaker.restaurant(&a);
                     let failed_analyses = a.analyses.iter().filter(|m| m.failure.is_some()).count();
                     RestaurantOutcome::Done { failed_analyses }
                 }
-                Err(e) => RestaurantOutcome::Error(e),
+                Err(e) => {
+                    breaker.error(&e);
+                    RestaurantOutcome::Error(e)
+                }
             };
             let s = &mut tally.summary;
             match &outcome {
@@ -117,9 +128,15 @@ impl Pipeline {
                 _ => s.restaurants_failed += 1,
             }
             on_done(&id, &outcome);
+            if breaker.tripped.is_some() && !stop.is_cancelled() {
+                tracing::error!(reason = breaker.tripped.as_deref(), "giving up the run");
+                stop.cancel();
+            }
         })
         .await;
-        tally.finish(millis(started.elapsed()), self.cfg.cost)
+        let mut summary = tally.finish(millis(started.elapsed()), self.cfg.cost);
+        summary.gave_up = breaker.tripped;
+        summary
     }
 
     /// One restaurant: `None` if skipped because its results are current.
@@ -134,6 +151,10 @@ impl Pipeline {
         if !force && self.store.has_current_results(key.clone()).await? {
             return Ok(None);
         }
+        self.ready
+            .get_or_try_init(|| self.llm.ready())
+            .await
+            .context("the LLM server is not answering")?;
         let all = self
             .store
             .restaurant_reviews(r.restaurant_id.clone())
@@ -163,6 +184,57 @@ impl Pipeline {
             .put_restaurant(run_id, Arc::clone(&results))
             .await?;
         Ok(Some(results))
+    }
+}
+
+/// Counts restaurants in a row that failed only for request errors.
+struct Breaker {
+    limit: usize,
+    in_a_row: usize,
+    last: String,
+    tripped: Option<String>,
+}
+
+impl Breaker {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            in_a_row: 0,
+            last: String::new(),
+            tripped: None,
+        }
+    }
+
+    /// An analysed restaurant: it counts when every analysis failed for a request error.
+    fn restaurant(&mut self, a: &RestaurantResults) {
+        let request_error = |m: &crate::metrics::AnalysisMetrics| {
+            m.failure
+                .as_ref()
+                .is_some_and(|f| matches!(f.class, ErrorClass::Transient | ErrorClass::Permanent))
+        };
+        if !a.analyses.is_empty() && a.analyses.iter().all(request_error) {
+            let why = a.analyses.iter().find_map(|m| m.failure.as_ref());
+            self.failed(&why.map(|f| f.message.clone()).unwrap_or_default());
+        } else {
+            self.in_a_row = 0;
+        }
+    }
+
+    /// A restaurant that could not be analysed at all (no server, database error).
+    fn error(&mut self, e: &str) {
+        self.failed(e);
+    }
+
+    fn failed(&mut self, why: &str) {
+        self.in_a_row += 1;
+        self.last = why.to_string();
+        if self.in_a_row >= self.limit && self.tripped.is_none() {
+            self.tripped = Some(format!(
+                "{} restaurants in a row failed for request errors; the last: {}",
+                self.in_a_row,
+                cap_text(&self.last)
+            ));
+        }
     }
 }
 

@@ -184,10 +184,7 @@ async fn a_repaired_answer_counts_and_a_twice_invalid_one_fails_with_its_group()
         failure.group,
         "invalid output: quote not in the cited review"
     );
-    assert!(
-        failure.message.ends_with("(after 1 repair)"),
-        "{failure}"
-    );
+    assert!(failure.message.ends_with("(after 1 repair)"), "{failure}");
     // 2 sentiment batches + summary twice + strengths twice; each invalid answer marked so.
     assert_eq!(r.requests.len(), 6);
     let invalid = (r.requests.iter()).filter(|m| m.error_class == Some(ErrorClass::InvalidOutput));
@@ -206,12 +203,16 @@ async fn a_repair_asks_the_prompt_again_with_the_reason_and_without_the_invalid_
                 (Kind::Summary, 1) => Ok(r#"{"summary":"...","aspects":{}}"#.into()),
                 (Kind::Summary, 2) => {
                     assert_eq!(req.messages.len(), 2, "no invalid answer in the repair");
-                    let reason = r#"An earlier answer was refused: content: summary "..." has no words."#;
+                    let reason =
+                        r#"An earlier answer was refused: content: summary "..." has no words."#;
                     assert!(asked.ends_with(reason), "{asked}");
                     Ok(r#"{"summary":"summary","aspects":{}}"#.into())
                 }
                 (Kind::Summary, _) => {
-                    assert!(!asked.contains("no words"), "only the latest reason: {asked}");
+                    assert!(
+                        !asked.contains("no words"),
+                        "only the latest reason: {asked}"
+                    );
                     Ok(SUMMARY.into())
                 }
             }

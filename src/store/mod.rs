@@ -67,10 +67,12 @@ impl Db {
             path: path.into(),
             source,
         })?;
+        // The busy timeout first: switching a fresh file to WAL takes a write lock that a
+        // second process opening it at the same moment must wait for, not fail on.
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn })
     }
@@ -133,6 +135,34 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_processes_opening_a_fresh_database_do_not_race_in_the_migrations() {
+        for trial in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("fresh.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let opens: Vec<_> = (0..6)
+                .map(|_| {
+                    let (p, start) = (p.clone(), std::sync::Arc::clone(&start));
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&p).map(|_| ())
+                    })
+                })
+                .collect();
+            for o in opens {
+                o.join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("trial {trial}: {e}"));
+            }
+            let c = Db::open(&p).unwrap().conn;
+            let v: i64 = c
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v as usize, MIGRATIONS.len());
+        }
+    }
 
     #[test]
     fn migrations_apply_once_and_reopen_is_a_no_op() {

@@ -8,7 +8,9 @@ use rusqlite::{params, Transaction};
 use serde_json::Value;
 
 use super::{Db, Store, StoreError};
-use crate::domain::{now, ErrorClass, Failure, Kind, RequestStatus, ResultKey, ResultStatus};
+use crate::domain::{
+    cap_text, now, ErrorClass, Failure, Kind, RequestStatus, ResultKey, ResultStatus,
+};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, Sla};
 
 /// One analysis outcome to store.
@@ -176,7 +178,7 @@ fn put_result(
     )?
     .execute(params![
         key.restaurant_id, r.kind, key.input_hash, key.prompt_version, key.model, status,
-        json, failure.map(|f| &f.message), failure.map(|f| f.class), r.attempts, run_id, at,
+        json, failure.map(|f| cap_text(&f.message)), failure.map(|f| f.class), r.attempts, run_id, at,
         r.answered_by
     ])?;
     Ok(())
@@ -201,7 +203,7 @@ fn put_analysis(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
-        run_id, a.restaurant_id, a.kind, status, failure.map(|f| &f.message), a.attempts,
+        run_id, a.restaurant_id, a.kind, status, failure.map(|f| cap_text(&f.message)), a.attempts,
         a.processing_ms, a.prompt_tokens as i64, a.completion_tokens as i64,
         a.reviews_total as i64, a.reviews_selected as i64, a.est_tokens_all_reviews as i64,
         a.est_tokens_selected as i64, at, failure.map(|f| &f.group), failure.map(|f| f.class),
@@ -240,7 +242,7 @@ fn put_request(
         m.model,
         status,
         m.error_class,
-        m.error,
+        m.error.as_deref().map(cap_text),
         m.finish_reason,
         m.queue_ms,
         m.ttft_ms,

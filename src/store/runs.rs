@@ -4,7 +4,9 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{Db, Store, StoreError};
-use crate::domain::{now, ErrorClass, Failure, Kind, RequestStatus, ResultStatus, RunStatus};
+use crate::domain::{
+    cap_text, now, ErrorClass, Failure, Kind, RequestStatus, ResultStatus, RunStatus,
+};
 use crate::metrics::scrape::{Sample, SampleSink};
 use crate::metrics::{AnalysisMetrics, RequestMetrics, RunSummary};
 
@@ -97,6 +99,26 @@ impl Db {
             ],
         )?;
         Ok(())
+    }
+
+    /// Marks a run failed with the error that ended it.
+    pub fn fail_run(&self, run_id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, status = ?3, error = ?4 WHERE run_id = ?1",
+            params![run_id, now(), RunStatus::Failed, cap_text(error)],
+        )?;
+        Ok(())
+    }
+
+    /// Runs still `running` when the caller holds the database lock exclusively: their process
+    /// is gone (killed, crashed, power lost). Marks them failed and returns their ids.
+    pub fn fail_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        let mut q = self.conn.prepare(
+            "UPDATE runs SET status = ?1, error = 'abandoned: its process ended without finishing it (killed or crashed)'
+             WHERE status = ?2 RETURNING run_id",
+        )?;
+        let ids = q.query_map(params![RunStatus::Failed, RunStatus::Running], |r| r.get(0))?;
+        Ok(ids.collect::<Result<_, _>>()?)
     }
 
     /// Server-side samples of a run (see `metrics::scrape`).
@@ -262,6 +284,14 @@ fn stored_failure(
 impl Store {
     pub async fn start_run(&self, r: RunStart) -> Result<i64, StoreError> {
         self.call(move |db| db.start_run(&r)).await
+    }
+
+    pub async fn fail_run(&self, run_id: i64, error: String) -> Result<(), StoreError> {
+        self.call(move |db| db.fail_run(run_id, &error)).await
+    }
+
+    pub async fn fail_abandoned_runs(&self) -> Result<Vec<i64>, StoreError> {
+        self.call(|db| db.fail_abandoned_runs()).await
     }
 
     pub async fn finish_run(

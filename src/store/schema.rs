@@ -185,23 +185,31 @@ SELECT substr(created_at, 1, 10)                                        AS day,
 FROM analysis_metrics
 GROUP BY day;
 "#,
+    // 5: why a run failed: the error that ended it, or that a later run found it still
+    // `running` (killed, crashed, power lost).
+    r#"
+ALTER TABLE runs ADD COLUMN error TEXT;
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let current: usize =
-        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    // One write transaction, taken before the version is read: a second process opening a
+    // fresh database at the same moment waits for it, then finds the schema current.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: usize = tx.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
     if current > MIGRATIONS.len() {
         return Err(StoreError::TooNew {
             found: current,
             known: MIGRATIONS.len(),
         });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
+    for sql in MIGRATIONS.iter().skip(current) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
     }
+    if current < MIGRATIONS.len() {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+    }
+    tx.commit()?;
     Ok(())
 }

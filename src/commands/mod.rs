@@ -1,0 +1,151 @@
+//! commands: what each CLI subcommand does, wiring the stages together. Printing is left to
+//! [`crate::output`].
+use std::fs::File;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs};
+use crate::config::Config;
+use crate::domain::exit;
+use crate::eval::EvalOptions;
+use crate::ingest::ingest_file;
+use crate::output;
+use crate::store::{Db, Store};
+
+mod lock;
+mod run;
+mod setup;
+
+pub use run::{analyze, run};
+pub use setup::pipeline;
+
+use lock::{db_lock, locked_out, Lock};
+use setup::ingest_inputs;
+
+pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let Some(_lock) = db_lock(&cfg.job.database, Lock::Shared)? else {
+        return Ok(locked_out(&cfg));
+    };
+    let mut db = Db::open(&cfg.job.database)?;
+    let opts = cfg.ingest_options();
+    let mut code = exit::OK;
+    for f in &args.files {
+        match ingest_file(&mut db, f, &opts) {
+            Ok(r) => output::ingest_report(&r),
+            Err(e) => {
+                output::error(&e);
+                code = exit::ERROR;
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub async fn eval(args: &EvalArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let store = Store::open(&cfg.job.database)?;
+    let never = CancellationToken::new();
+    let (reports, input_errors) = ingest_inputs(&store, &cfg, &never).await;
+    reports.iter().for_each(output::ingest_report);
+    input_errors.iter().for_each(|e| output::error(e));
+    let concurrency = cfg.job.restaurant_concurrency;
+    let p = pipeline(cfg, store.clone(), None, &never).await?;
+    p.llm.ready().await?;
+    let restaurants = store
+        .restaurants_after(String::new(), usize::MAX >> 1)
+        .await?;
+    let opts = EvalOptions {
+        restaurants: args.restaurants,
+        consistency_restaurants: args.consistency,
+        repeats: args.repeats,
+        caps: args.caps.clone(),
+        draws: args.draws,
+        concurrency,
+    };
+    let report = crate::eval::evaluate(&p, restaurants, &opts).await?;
+    output::line(&report.markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
+    let engine = crate::sim::EngineConfig {
+        latency: crate::sim::LatencyModel {
+            step_ms: a.step_ms,
+            prefill_token_ms: a.prefill_token_ms,
+            seq_ms: a.seq_ms,
+        },
+        max_num_seqs: a.max_num_seqs,
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        time_scale: a.time_scale,
+        ..crate::sim::EngineConfig::default()
+    };
+    let w = crate::bench::Workload {
+        restaurants: a.restaurants,
+        reviews_per_restaurant: a.reviews,
+        concurrency: a.concurrency,
+        max_in_flight: a.max_in_flight,
+        engine,
+        reviews_file: a.reviews_file.clone(),
+        prompts_dir: a.prompts_dir.clone(),
+    };
+    let t = Instant::now();
+    let report = crate::bench::scheduling(w)?;
+    output::scheduling_report(&report, t.elapsed().as_secs_f64());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
+}
+
+pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&a.job)?;
+    let database = &cfg.job.database;
+    anyhow::ensure!(
+        database.exists(),
+        "no database at {}: run palate first (or give --database)",
+        database.display()
+    );
+    let db = Db::open(database)?;
+    if let Some(path) = &a.results {
+        use std::io::Write as _;
+        let cannot = || format!("cannot write {}", path.display());
+        let mut w = std::io::BufWriter::new(File::create(path).with_context(cannot)?);
+        let (shown, total) =
+            crate::report::results::write_page(&db, a.limit, &mut w).with_context(cannot)?;
+        w.flush().with_context(cannot)?;
+        output::line(&format!(
+            "wrote {} ({shown} of {total} restaurants with results)",
+            path.display()
+        ));
+    }
+    if a.daily {
+        output::line(&crate::report::daily_table(&db.daily(a.days)?));
+        output::line(&crate::report::quality_table(&db.daily_quality(a.days)?));
+        return Ok(exit::OK);
+    }
+    let Some(r) = crate::report::load(&db, a.run)? else {
+        if a.results.is_some() && a.html.is_none() {
+            return Ok(exit::OK);
+        }
+        anyhow::bail!(
+            "{} has no run{}",
+            database.display(),
+            a.run.map(|r| format!(" {r}")).unwrap_or_default()
+        );
+    };
+    output::line(&crate::report::table(&r));
+    if let Some(path) = &a.html {
+        std::fs::write(path, crate::report::html::page(&r))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        output::line(&format!("wrote {}", path.display()));
+    }
+    Ok(exit::OK)
+}
