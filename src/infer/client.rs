@@ -322,7 +322,19 @@ async fn send(
         }
         r => r,
     }
+    .map(capped)
     .map_err(OpenAIError::Reqwest)
+}
+
+/// Bytes of one response read at most: a server streaming without end, an error body or an
+/// event line of megabytes fails the attempt instead of filling memory.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+fn capped(resp: reqwest::Response) -> reqwest::Response {
+    let r: hyper::Response<reqwest::Body> = resp.into();
+    let (parts, body) = r.into_parts();
+    let body = reqwest::Body::wrap(http_body_util::Limited::new(body, MAX_RESPONSE_BYTES));
+    reqwest::Response::from(hyper::Response::from_parts(parts, body))
 }
 
 /// vLLM's `priority` for a request: its estimated prefill (lower goes first).

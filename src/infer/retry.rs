@@ -5,7 +5,7 @@ use async_openai::error::OpenAIError;
 use tokio::time::Duration;
 
 use super::InferError;
-use crate::domain::ErrorClass;
+use crate::domain::{cap_text, ErrorClass};
 
 /// Longest `Retry-After` honoured; a server asking for more is treated as asking for this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
@@ -86,7 +86,7 @@ pub fn classify(e: OpenAIError) -> InferError {
         }
         _ => (ErrorClass::Permanent, e.to_string()),
     };
-    InferError::new(class, message)
+    InferError::new(class, cap_text(&message))
 }
 
 /// Classifies an attempt whose HTTP status is known. vLLM's error bodies carry an integer

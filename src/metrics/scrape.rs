@@ -29,17 +29,21 @@ pub struct Sample {
     pub value: f64,
 }
 
-/// Parses Prometheus text exposition format: `name{labels} value [timestamp]` per line.
+/// Parses Prometheus text exposition format: `name{labels} value [timestamp]` per line. A
+/// sample that is not a finite number (`NaN`, `+Inf`) is left out, not the whole scrape.
 pub fn parse(text: &str) -> Vec<(String, String, f64)> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .filter_map(|l| {
-            let (series, rest) = match l.find('}') {
+            let (series, rest) = match l.rfind('}') {
                 Some(close) => (&l[..=close], &l[close + 1..]),
                 None => l.split_once(char::is_whitespace)?,
             };
             let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
+            if !value.is_finite() {
+                return None;
+            }
             let (name, labels) = match series.split_once('{') {
                 Some((n, rest)) => (n, rest.trim_end_matches('}')),
                 None => (series, ""),
@@ -166,6 +170,26 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_sample_is_left_out_and_the_rest_of_the_scrape_kept() {
+        let text =
+            "vllm:a NaN\nvllm:b{le=\"+Inf\"} +Inf\nvllm:c{x=\"}\"} 2\nvllm:d -Inf\nvllm:e 1\n";
+        let all = parse(text);
+        let names: Vec<&str> = all.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["vllm:c", "vllm:e"]);
+        assert_eq!(all[0].1, "x=\"}\"");
+    }
+
+    proptest::proptest! {
+        /// Any text: no panic, and only finite values come out.
+        #[test]
+        fn prometheus_parse_never_panics(text in "(\\PC{0,30}( |\\{|\\}|\n|NaN|1e309|-0)?){0,12}") {
+            for (_, _, v) in parse(&text) {
+                proptest::prop_assert!(v.is_finite());
+            }
+        }
+    }
 
     #[test]
     fn parses_prometheus_text_and_keeps_server_series() {
