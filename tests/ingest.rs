@@ -1,9 +1,12 @@
 //! Ingest on corpora of bad rows: each bad row is rejected with its line and reason, good rows are
-//! stored, re-ingesting changes nothing, an unusable file is an error naming it.
+//! stored, re-ingesting changes nothing, an unusable file is an error naming it. The
+//! concurrency and kill tests are in `tests/ingest/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "ingest/writers.rs"]
+mod writers;
 
 use palate::ingest::{ingest_file, IngestOptions};
 use palate::store::Db;
