@@ -1,10 +1,12 @@
 //! Ingest on corpora of bad rows: each bad row is rejected with its line and reason, good rows are
-//! stored, re-ingesting changes nothing, an unusable file is an error naming it. The
-//! concurrency and kill tests are in `tests/ingest/`.
+//! stored, re-ingesting changes nothing, an unusable file is an error naming it. The regression
+//! tests of issue 10's ingest defects and the concurrency and kill tests are in `tests/ingest/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "ingest/defects.rs"]
+mod defects;
 #[path = "ingest/writers.rs"]
 mod writers;
 
@@ -12,6 +14,7 @@ use palate::ingest::{ingest_file, IngestOptions};
 use palate::store::Db;
 use serde_json::Value;
 
+/// (line, reason) of each line of a rejects file.
 fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
     std::fs::read_to_string(path)
         .unwrap()
