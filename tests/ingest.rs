@@ -232,11 +232,38 @@ fn palate_ingest_prints_counts_and_exits_zero_on_bad_rows() {
         dir.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(dir.path().join("bad_rows.jsonl.rejects.jsonl").is_file());
+    let rejects = rejects_files(dir.path());
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    let name = rejects[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("bad_rows.jsonl.") && name.ends_with(".rejects.jsonl"),
+        "{name}"
+    );
     assert!(out.contains("12 rows"), "{out}");
     assert!(out.contains("10 rejected"), "{out}");
     let (code, _, err) =
         common::palate(&["ingest", "missing.csv", "--database", db.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("missing.csv"), "{err}");
+}
+
+/// The rejects files in `dir`.
+fn rejects_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The number of rows in `table`.
+fn count(c: &rusqlite::Connection, table: &str) -> i64 {
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
 }

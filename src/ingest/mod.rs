@@ -1,6 +1,6 @@
 //! ingest: reads CSV or JSONL review files row by row (constant memory), validates each row,
-//! stores the good ones and writes every bad one to `<rejects_dir>/<file>.rejects.jsonl` with
-//! its line number and reason. A row is never dropped silently; re-ingesting a file changes
+//! stores the good ones and writes every bad one to `<rejects_dir>/<file>.<hash>.rejects.jsonl`
+//! with its line number and reason. A row is never dropped silently; re-ingesting a file changes
 //! nothing.
 //!
 //! - `lines`: physical lines with a cap on their length, and the encoding check.
@@ -24,6 +24,7 @@ mod validate;
 pub use lines::{read_bounded_line, LineEnd, LineRead};
 pub use validate::{validate, RawRow};
 
+use crate::domain::sha256_hex;
 use crate::store::{Db, IngestWriter, StoreError, Upsert};
 
 /// The most bytes one JSON line or CSV record may have: room for a review at the limit written
@@ -168,15 +169,11 @@ pub struct Sink<'db> {
 
 impl<'db> Sink<'db> {
     fn new(writer: IngestWriter<'db>, path: &Path, opts: &IngestOptions) -> Self {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         Self {
             writer,
             source: path.to_string_lossy().into_owned(),
             max_review_bytes: opts.max_review_bytes,
-            rejects_path: opts.rejects_dir.join(format!("{name}.rejects.jsonl")),
+            rejects_path: rejects_path(&opts.rejects_dir, path),
             rejects: None,
             report: IngestReport {
                 file: path.into(),
@@ -279,5 +276,46 @@ impl<'db> Sink<'db> {
             }
         }
         Ok(self.report)
+    }
+}
+
+/// `<rejects_dir>/<file name>.<hash>.rejects.jsonl`, the hash being 8 hex digits of the input's
+/// canonical path: two inputs with the same name in different folders keep their own rejects
+/// file, and the name still says which input it is about.
+fn rejects_path(dir: &Path, input: &Path) -> PathBuf {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let full = std::fs::canonicalize(input)
+        .or_else(|_| std::path::absolute(input))
+        .unwrap_or_else(|_| input.to_path_buf());
+    let hash = sha256_hex(full.as_os_str().as_encoded_bytes());
+    dir.join(format!("{name}.{}.rejects.jsonl", &hash[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_of_the_same_name_get_their_own_rejects_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("reviews.csv"), "x").unwrap();
+        }
+        let ra = rejects_path(Path::new("rej"), &a.join("reviews.csv"));
+        let rb = rejects_path(Path::new("rej"), &b.join("reviews.csv"));
+        assert_ne!(ra, rb);
+        let name = ra.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("reviews.csv.") && name.ends_with(".rejects.jsonl"),
+            "{name}"
+        );
+        // The same file named another way gets the same rejects file.
+        let other = a.join("../a/reviews.csv");
+        assert_eq!(rejects_path(Path::new("rej"), &other), ra);
     }
 }

@@ -24,6 +24,12 @@ pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> 
     if text.is_empty() {
         return Err("empty text".into());
     }
+    if text.contains('\0') {
+        return Err("text contains a NUL character".into());
+    }
+    if text.chars().all(|c| c.is_control() || invisible(c)) {
+        return Err("text has no visible characters".into());
+    }
     if text.len() > max_review_bytes {
         return Err(format!(
             "text is {} bytes, over the limit of {max_review_bytes}",
@@ -46,18 +52,47 @@ fn present(v: Option<&str>) -> Option<&str> {
     v.map(str::trim).filter(|s| !s.is_empty())
 }
 
+/// Characters that show nothing but make two ids differ: zero-width characters, joiners, the
+/// byte-order mark, soft hyphen and the bidirectional controls (which can also reorder how an id
+/// prints). Two restaurants "r1" and "r1\u{200B}" would look like one.
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// An id: controls (C0, DEL, C1) and invisible characters are refused anywhere in it, before
+/// trimming, so that neither can hide at its ends (U+0085 is also whitespace to `trim`).
 fn id(v: Option<String>, name: &str) -> Result<String, String> {
-    let v = v.map(|s| s.trim().to_string()).unwrap_or_default();
+    let v = v.unwrap_or_default();
+    if let Some(c) = v.chars().find(|&c| c.is_control()) {
+        return Err(format!(
+            "{name} contains the control character U+{:04X}",
+            c as u32
+        ));
+    }
+    if let Some(c) = v.chars().find(|&c| invisible(c)) {
+        return Err(format!(
+            "{name} contains the invisible character U+{:04X}",
+            c as u32
+        ));
+    }
+    let v = v.trim();
     if v.is_empty() {
         return Err(format!("missing {name}"));
     }
     if v.chars().count() > MAX_ID_CHARS {
         return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
     }
-    if v.chars().any(char::is_control) {
-        return Err(format!("{name} contains control characters"));
-    }
-    Ok(v)
+    Ok(v.to_string())
 }
 
 fn rating(v: Option<&str>) -> Result<Option<f64>, String> {
@@ -65,6 +100,7 @@ fn rating(v: Option<&str>) -> Result<Option<f64>, String> {
         return Ok(None);
     };
     match s.parse::<f64>() {
+        Ok(r) if !r.is_finite() => Err(format!("rating {s:?} is not a finite number")),
         Ok(r) if (0.0..=5.0).contains(&r) => Ok(Some(r)),
         Ok(r) => Err(format!("rating {r} is outside 0 to 5")),
         Err(_) => Err(format!("rating {s:?} is not a number")),
@@ -151,5 +187,59 @@ mod tests {
         assert_eq!(v.rating, Some(4.5));
         assert_eq!(v.lang.as_deref(), Some("ko"));
         assert_eq!(v.content_hash.len(), 64);
+    }
+
+    #[test]
+    fn c1_controls_in_ids_are_rejected_even_at_the_ends() {
+        for v in [
+            "r\u{85}1", "r1\u{85}", "\u{9B}r1", "r\u{0}1", "r1\t", "r\u{7F}",
+        ] {
+            let e = validate(raw(v, "a", "ok"), 100).unwrap_err();
+            assert!(
+                e.contains("restaurant_id contains the control character"),
+                "{v:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn invisible_characters_in_ids_are_rejected() {
+        for v in [
+            "r\u{200B}1",
+            "\u{FEFF}r1",
+            "r1\u{202E}",
+            "r\u{2066}1",
+            "r\u{200F}",
+        ] {
+            let e = validate(raw("r", v, "ok"), 100).unwrap_err();
+            assert!(
+                e.contains("review_id contains the invisible character U+"),
+                "{v:?}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ratings_that_are_not_finite_numbers_are_rejected() {
+        for (s, why) in [
+            ("NaN", "not a finite number"),
+            ("inf", "not a finite number"),
+            ("-infinity", "not a finite number"),
+            ("1e400", "not a finite number"),
+            ("-0.5", "outside 0 to 5"),
+        ] {
+            let mut r = raw("r", "a", "ok");
+            r.rating = Some(s.into());
+            let e = validate(r, 100).unwrap_err();
+            assert!(e.contains(why), "{s}: {e}");
+        }
+    }
+
+    #[test]
+    fn text_with_nothing_visible_or_a_nul_is_rejected() {
+        let e = validate(raw("r", "a", "\u{200B}\u{FEFF}"), 100).unwrap_err();
+        assert_eq!(e, "text has no visible characters");
+        let e = validate(raw("r", "a", "good\0food"), 100).unwrap_err();
+        assert_eq!(e, "text contains a NUL character");
     }
 }

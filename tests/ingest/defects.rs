@@ -2,7 +2,7 @@
 
 use palate::ingest::ingest_file;
 
-use super::{rejects, setup};
+use super::{count, rejects, setup};
 
 /// Writes `name` in the test's folder and ingests it; returns the report and its rejects.
 fn ingest_text(
@@ -97,4 +97,89 @@ fn csv_with_bom_and_crlf_rejects_name_the_files_lines() {
     let lines: Vec<u64> = rej.iter().map(|(l, _)| *l).collect();
     assert_eq!(lines, [3, 6], "{rej:?}");
     assert_eq!(text_of(&conn, "c"), "two\r\nlines");
+}
+
+#[test]
+fn csv_c1_control_in_an_id_is_rejected() {
+    let csv =
+        "restaurant_id,review_id,text\nr\u{85},a,next line at the end\nr,b\u{9B},csi\nr,c,fine\n";
+    let (_dir, conn, r, rej) = ingest_text("c1.csv", csv.as_bytes());
+    assert_eq!((r.inserted, r.rejected), (1, 2), "{rej:?}");
+    assert!(
+        rej[0]
+            .1
+            .contains("restaurant_id contains the control character U+0085"),
+        "{rej:?}"
+    );
+    assert!(
+        rej[1]
+            .1
+            .contains("review_id contains the control character U+009B"),
+        "{rej:?}"
+    );
+    assert_eq!(count(&conn, "restaurants"), 1);
+}
+
+#[test]
+fn jsonl_integer_ids_beyond_u64_stay_distinct() {
+    let jsonl = "{\"restaurant_id\": 98765432109876543210, \"review_id\": 123456789012345678901234567890, \"text\": \"a\"}\n\
+                 {\"restaurant_id\": 98765432109876543210, \"review_id\": 123456789012345678901234567891, \"text\": \"b\"}\n\
+                 {\"restaurant_id\": \"r\", \"review_id\": 2.5, \"text\": \"c\"}\n";
+    let (_dir, conn, r, rej) = ingest_text("big_ids.jsonl", jsonl.as_bytes());
+    assert_eq!((r.inserted, r.rejected), (2, 1), "{rej:?}");
+    assert_eq!(text_of(&conn, "123456789012345678901234567891"), "b");
+    let rid: String = conn
+        .query_row("SELECT restaurant_id FROM restaurants", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rid, "98765432109876543210");
+    assert!(rej[0]
+        .1
+        .contains("review_id must be a string or an integer, found the number 2.5"));
+}
+
+#[test]
+fn jsonl_invisible_characters_in_ids_are_rejected() {
+    let jsonl = "{\"restaurant_id\": \"r1\", \"review_id\": \"a\", \"text\": \"a\"}\n\
+                 {\"restaurant_id\": \"r1\\u200b\", \"review_id\": \"b\", \"text\": \"b\"}\n\
+                 {\"restaurant_id\": \"r1\", \"review_id\": \"\\u2066c\\u2069\", \"text\": \"c\"}\n";
+    let (_dir, conn, r, rej) = ingest_text("invisible.jsonl", jsonl.as_bytes());
+    assert_eq!((r.inserted, r.rejected), (1, 2), "{rej:?}");
+    assert!(rej[0]
+        .1
+        .contains("restaurant_id contains the invisible character U+200B"));
+    assert!(rej[1]
+        .1
+        .contains("review_id contains the invisible character U+2066"));
+    assert_eq!(count(&conn, "restaurants"), 1);
+}
+
+#[test]
+fn rejects_files_of_inputs_with_the_same_name_do_not_overwrite_each_other() {
+    let (dir, mut conn, opts) = setup();
+    let mut files = Vec::new();
+    for (sub, bad_line) in [("a", 2), ("b", 3)] {
+        let folder = dir.path().join(sub);
+        std::fs::create_dir_all(&folder).unwrap();
+        let mut csv = String::from("restaurant_id,review_id,text\n");
+        for line in 2..=3 {
+            let id = format!("{sub}{line}");
+            let text = if line == bad_line { "" } else { "fine" };
+            csv.push_str(&format!("r,{id},{text}\n"));
+        }
+        let path = folder.join("reviews.csv");
+        std::fs::write(&path, csv).unwrap();
+        files.push((path, bad_line));
+    }
+    let mut seen = Vec::new();
+    for (path, _) in &files {
+        let r = ingest_file(&mut conn.db, path, &opts).unwrap();
+        seen.push(r.rejects_file.clone().unwrap());
+    }
+    assert_ne!(seen[0], seen[1]);
+    for ((_, bad_line), rejects_file) in files.iter().zip(&seen) {
+        assert_eq!(
+            rejects(rejects_file),
+            [(*bad_line, "empty text".to_string())]
+        );
+    }
 }
