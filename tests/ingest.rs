@@ -1,10 +1,13 @@
 //! Ingest on corpora of bad rows: each bad row is rejected with its line and reason, good rows are
 //! stored, re-ingesting changes nothing, an unusable file is an error naming it. The regression
-//! tests of issue 10's ingest defects and the concurrency and kill tests are in `tests/ingest/`.
+//! tests of issue 10's ingest defects, the bad-input corpus (`tests/data/bad/`), and the
+//! concurrency and kill tests are in `tests/ingest/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "ingest/corpus.rs"]
+mod corpus;
 #[path = "ingest/defects.rs"]
 mod defects;
 #[path = "ingest/writers.rs"]
