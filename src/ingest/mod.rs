@@ -128,9 +128,11 @@ pub fn ingest_file(
         Format::Jsonl => formats::read_jsonl(BufReader::new(file), path, &mut sink),
         Format::Csv => csv_input::read_csv(BufReader::new(file), path, &mut sink),
     };
-    // Rows read before an error are valid and stay stored, with their restaurants refreshed.
-    let report = sink.finish()?;
-    read.map(|()| report)
+    // Rows read before an error are valid and stay stored, with their restaurants refreshed;
+    // the read error, the first thing that went wrong, is the one reported.
+    let finished = sink.finish();
+    read?;
+    finished
 }
 
 #[derive(Debug, Clone, Copy)]

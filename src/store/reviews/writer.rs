@@ -109,8 +109,12 @@ impl IngestWriter<'_> {
         Ok(outcome)
     }
 
-    /// Refreshes the restaurants the open transaction changed and commits it.
+    /// Refreshes the restaurants the open transaction changed and commits it (if one is open:
+    /// after a failed `BEGIN`, finishing must not fail again on a `COMMIT` with nothing to commit).
     fn commit(&mut self) -> Result<(), StoreError> {
+        if !self.open {
+            return Ok(());
+        }
         let hashed = self.db.refresh_restaurants(&self.changed)?;
         self.db.conn.execute_batch("COMMIT;")?;
         self.open = false;
