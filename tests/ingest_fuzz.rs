@@ -19,7 +19,7 @@ use palate::store::Db;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
-/// Cases per property: the four properties run in about 15 s on 2 cores (release build).
+/// Cases per property: the four properties take 9 s on 2 cores (release build; 17 s under load).
 const DEFAULT_CASES: u32 = 800;
 
 /// A database, its folder, and a second connection to look at what ingest stored.

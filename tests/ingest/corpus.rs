@@ -12,7 +12,7 @@ use super::{common, count, rejects, setup};
 enum Want {
     /// Rows accepted (new, updated or unchanged), and each reject's line and part of its reason,
     /// in file order.
-    Rows(u64, Vec<(u64, &'static str)>),
+    Rows(u64, &'static [(u64, &'static str)]),
     /// Random bytes: no row accepted, every non-blank line rejected.
     Garbage,
     /// The whole file is refused with this in the error.
@@ -21,89 +21,137 @@ enum Want {
 
 use Want::{Garbage, Rows, Unusable};
 
+const BAD_UTF8: &str = "invalid UTF-8 at byte";
+const IN_TEXT: &str = "invalid UTF-8 in column text";
+const NOT_A_DATE: &str = "is not an RFC 3339 timestamp";
+const ONE_FIELD: &str = "expected 3 fields, found 1";
+const OVER_CAP: &str = "line is longer than 1048576 bytes";
+
 /// Expectations for the committed corpus, in the order it is ingested (by name).
-fn committed() -> Vec<(&'static str, Want)> {
-    let utf8 = |lines: &[u64], what: &'static str| lines.iter().map(|&l| (l, what)).collect();
-    vec![
-        ("blank_lines.jsonl", Rows(0, vec![])),
-        ("bom_crlf.csv", Rows(3, vec![(3, "missing review_id"), (6, "rating \"five\" is not a number")])),
-        ("controls.csv", Rows(2, vec![
-            (3, "review_id contains the control character U+0000"),
-            (4, "review_id contains the control character U+0085"),
-            (5, "text contains a NUL character"),
-            (6, "restaurant_id contains the invisible character U+200D"),
-        ])),
-        ("controls.jsonl", Rows(2, vec![
-            (2, "restaurant_id contains the control character U+0000"),
-            (3, "invalid JSON: control character"),
-            (4, "review_id contains the control character U+0085"),
-            (5, "restaurant_id contains the invisible character U+200B"),
-            (6, "review_id contains the invisible character U+202E"),
-            (7, "review_id contains the invisible character U+FEFF"),
-            (8, "text contains a NUL character"),
-            (9, "review_id contains the control character U+0009"),
-            (10, "text has no visible characters"),
-        ])),
-        ("cr_only.csv", Rows(2, vec![(3, "empty text")])),
-        ("cr_only.jsonl", Rows(2, vec![(2, "invalid JSON")])),
-        ("dates.csv", Rows(2, [2, 4, 5, 6].map(|l| (l, "is not an RFC 3339 timestamp")).to_vec())),
-        ("dups_a.jsonl", Rows(2, vec![(3, "duplicate review_id \"d-1\" (first on line 1)")])),
-        ("dups_b.jsonl", Rows(2, vec![
-            (2, "review_id \"d-2\" already belongs to restaurant \"d\", not \"e\""),
-            (4, "duplicate review_id \"d-3\" (first on line 3)"),
-        ])),
-        ("empty.csv", Unusable("the file is empty")),
-        ("empty.jsonl", Rows(0, vec![])),
-        ("header_only.csv", Rows(0, vec![])),
-        ("header_wrong.csv", Unusable("must name restaurant_id, review_id and text")),
-        ("hostile_ids.jsonl", Rows(5, vec![])),
-        ("nested.jsonl", Rows(1, vec![
-            (2, "text must be a string, found an object"),
-            (3, "duplicate field `text`"),
-            (4, "not a JSON object"),
-            (5, "not a JSON object"),
-        ])),
-        ("numbers.jsonl", Rows(5, vec![
-            (4, "review_id must be a string or an integer, found the number 1.5"),
-            (5, "review_id must be a string or an integer, found the number 1e3"),
-            (6, "invalid JSON"),
-            (7, "invalid JSON"),
-            (8, "invalid JSON: number out of range"),
-            (9, "rating -1 is outside 0 to 5"),
-            (10, "rating \"NaN\" is not a finite number"),
-            (11, "is outside 0 to 5"),
-            (13, "review_id is longer than 200 characters"),
-        ])),
-        ("quoting.csv", Rows(6, vec![
-            (6, "the record starting on line 6: a quoted field is not closed before line 7"),
-            (8, "empty text"),
-            (10, "expected 4 fields, found 5"),
-            (11, "expected 4 fields, found 5"),
-            (13, "the record starting on line 13: a quoted field is not closed before the end of the file"),
-            (14, "expected 4 fields, found 1"),
-        ])),
-        ("utf8.csv", Rows(2, [(3, "in column text"), (4, "in column text"), (5, "in column text"),
-            (6, "in column text"), (7, "invalid UTF-8 in column review_id at byte 2")].to_vec())),
-        ("utf8.jsonl", Rows(2, utf8(&[2, 3, 4, 5, 7], "invalid UTF-8 at byte"))),
-        ("whitespace.csv", Rows(1, vec![
-            (2, "empty text"),
-            (3, "empty text"),
-            (4, "empty text"),
-            (5, "text has no visible characters"),
-        ])),
-    ]
+const COMMITTED: &[(&str, Want)] = &[
+    ("blank_lines.jsonl", Rows(0, &[])),
+    ("bom_crlf.csv", Rows(3, &[(3, "missing review_id"), (6, "rating \"five\" is not a number")])),
+    ("controls.csv", Rows(2, &[
+        (3, "review_id contains the control character U+0000"),
+        (4, "review_id contains the control character U+0085"),
+        (5, "text contains a NUL character"),
+        (6, "restaurant_id contains the invisible character U+200D"),
+    ])),
+    ("controls.jsonl", Rows(2, &[
+        (2, "restaurant_id contains the control character U+0000"),
+        (3, "invalid JSON: control character"),
+        (4, "review_id contains the control character U+0085"),
+        (5, "restaurant_id contains the invisible character U+200B"),
+        (6, "review_id contains the invisible character U+202E"),
+        (7, "review_id contains the invisible character U+FEFF"),
+        (8, "text contains a NUL character"),
+        (9, "review_id contains the control character U+0009"),
+        (10, "text has no visible characters"),
+    ])),
+    ("cr_only.csv", Rows(2, &[(3, "empty text")])),
+    ("cr_only.jsonl", Rows(2, &[(2, "invalid JSON")])),
+    ("dates.csv", Rows(2, &[(2, NOT_A_DATE), (4, NOT_A_DATE), (5, NOT_A_DATE), (6, NOT_A_DATE)])),
+    ("dups_a.jsonl", Rows(2, &[(3, "duplicate review_id \"d-1\" (first on line 1)")])),
+    ("dups_b.jsonl", Rows(2, &[
+        (2, "review_id \"d-2\" already belongs to restaurant \"d\", not \"e\""),
+        (4, "duplicate review_id \"d-3\" (first on line 3)"),
+    ])),
+    ("empty.csv", Unusable("the file is empty")),
+    ("empty.jsonl", Rows(0, &[])),
+    ("header_only.csv", Rows(0, &[])),
+    ("header_wrong.csv", Unusable("must name restaurant_id, review_id and text")),
+    ("hostile_ids.jsonl", Rows(5, &[])),
+    ("nested.jsonl", Rows(1, &[
+        (2, "text must be a string, found an object"),
+        (3, "duplicate field `text`"),
+        (4, "not a JSON object"),
+        (5, "not a JSON object"),
+    ])),
+    ("numbers.jsonl", Rows(5, &[
+        (4, "review_id must be a string or an integer, found the number 1.5"),
+        (5, "review_id must be a string or an integer, found the number 1e3"),
+        (6, "invalid JSON"),
+        (7, "invalid JSON"),
+        (8, "invalid JSON: number out of range"),
+        (9, "rating -1 is outside 0 to 5"),
+        (10, "rating \"NaN\" is not a finite number"),
+        (11, "is outside 0 to 5"),
+        (13, "review_id is longer than 200 characters"),
+    ])),
+    ("quoting.csv", Rows(6, &[
+        (6, "the record starting on line 6: a quoted field is not closed before line 7"),
+        (8, "empty text"),
+        (10, "expected 4 fields, found 5"),
+        (11, "expected 4 fields, found 5"),
+        (13, "the record starting on line 13: a quoted field is not closed before the end of the file"),
+        (14, "expected 4 fields, found 1"),
+    ])),
+    ("utf8.csv", Rows(2, &[(3, IN_TEXT), (4, IN_TEXT), (5, IN_TEXT), (6, IN_TEXT),
+        (7, "invalid UTF-8 in column review_id at byte 2")])),
+    ("utf8.jsonl", Rows(2, &[(2, BAD_UTF8), (3, BAD_UTF8), (4, BAD_UTF8), (5, BAD_UTF8), (7, BAD_UTF8)])),
+    ("whitespace.csv", Rows(1, &[
+        (2, "empty text"),
+        (3, "empty text"),
+        (4, "empty text"),
+        (5, "text has no visible characters"),
+    ])),
+];
+
+/// Expectations for the files [`generated`] makes, in the same order.
+const GENERATED: &[(&str, Want)] = &[
+    (
+        "long.jsonl",
+        Rows(
+            2,
+            &[
+                (2, OVER_CAP),
+                (3, "over the limit of 4000"),
+                (4, "review_id is longer than 200 characters"),
+            ],
+        ),
+    ),
+    (
+        "long.csv",
+        Rows(
+            2,
+            &[
+                (3, OVER_CAP),
+                (4, "by line 15 it is longer than 1048576 bytes"),
+                (5, ONE_FIELD),
+                (6, ONE_FIELD),
+                (7, ONE_FIELD),
+                (8, ONE_FIELD),
+                (9, ONE_FIELD),
+                (10, ONE_FIELD),
+                (11, ONE_FIELD),
+                (12, ONE_FIELD),
+                (13, ONE_FIELD),
+                (14, ONE_FIELD),
+                (15, ONE_FIELD),
+                (17, "over the limit of 4000"),
+            ],
+        ),
+    ),
+    (
+        "deep.jsonl",
+        Rows(
+            2,
+            &[(2, "recursion limit exceeded"), (3, "not a JSON object")],
+        ),
+    ),
+    ("utf16le.csv", Unusable("UTF-16")),
+    ("utf16be.jsonl", Unusable("UTF-16")),
+    ("binary.jsonl", Garbage),
+    ("binary.csv", Unusable("header row")),
+];
+
+fn row(id: &str, text: &str) -> String {
+    format!(r#"{{"restaurant_id":"g","review_id":"{id}","text":"{text}"}}"#)
 }
 
-/// Files too big or too binary to commit, written into `dir`, with their expectations.
-fn generated(dir: &Path) -> Vec<(PathBuf, Want)> {
-    let write = |name: &str, bytes: Vec<u8>| {
-        let p = dir.join(name);
-        std::fs::write(&p, bytes).unwrap();
-        p
-    };
-    let row = |id: &str, text: &str| {
-        format!(r#"{{"restaurant_id":"g","review_id":"{id}","text":"{text}"}}"#)
-    };
+/// Files too big or too binary to commit: lines over the cap, fields over their limits, and
+/// JSON nested 100,000 deep.
+fn long_files() -> Vec<(&'static str, Vec<u8>)> {
     let (huge, over) = ("x".repeat(1_100_000), "y".repeat(4001));
     let jsonl = [
         row("g-1", "ok"),
@@ -112,31 +160,29 @@ fn generated(dir: &Path) -> Vec<(PathBuf, Want)> {
         row(&"9".repeat(201), "ok"),
         row("g-5", "ok"),
     ];
-    let z = "z".repeat(100_000);
+    // A quoted field left open over 11 lines of 100,000 bytes: over the cap by line 15.
     let mut csv =
         format!("restaurant_id,review_id,text\ng,gc-1,ok\ng,gc-2,{huge}\ng,gc-3,\"open\n");
-    csv += &format!("{z}\n").repeat(11);
+    csv += &format!("{}\n", "z".repeat(100_000)).repeat(11);
     csv += &format!("g,gc-4,ok\ng,gc-5,{over}\n");
-    let mut long_csv = vec![
-        (3, "line is longer than 1048576 bytes"),
-        (4, "by line 15 it is longer than 1048576 bytes"),
-    ];
-    long_csv.extend((5..=15).map(|l| (l, "expected 3 fields, found 1")));
-    long_csv.push((17, "over the limit of 4000"));
-    let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+    let deep = "[".repeat(100_000) + &"]".repeat(100_000);
     let nested = [
-        format!(
-            r#"{{"restaurant_id":"g","review_id":"gd-1","text":"ok","meta":{}}}"#,
-            deep(100_000)
-        ),
-        format!(
-            r#"{{"restaurant_id":"g","review_id":"gd-2","text":{}}}"#,
-            deep(100_000)
-        ),
-        deep(100_000),
+        format!(r#"{{"restaurant_id":"g","review_id":"gd-1","text":"ok","meta":{deep}}}"#),
+        format!(r#"{{"restaurant_id":"g","review_id":"gd-2","text":{deep}}}"#),
+        deep,
         row("gd-4", "ok"),
     ];
-    let utf16 = |bom: [u8; 2], text: &str, be: bool| -> Vec<u8> {
+    vec![
+        ("long.jsonl", jsonl.join("\n").into_bytes()),
+        ("long.csv", csv.into_bytes()),
+        ("deep.jsonl", nested.join("\n").into_bytes()),
+    ]
+}
+
+/// UTF-16 text with its byte-order mark, and 64 KiB of random bytes.
+fn odd_files() -> Vec<(&'static str, Vec<u8>)> {
+    let utf16 = |text: &str, be: bool| -> Vec<u8> {
+        let bom = if be { [0xFE, 0xFF] } else { [0xFF, 0xFE] };
         let units =
             text.encode_utf16()
                 .flat_map(|u| if be { u.to_be_bytes() } else { u.to_le_bytes() });
@@ -151,41 +197,30 @@ fn generated(dir: &Path) -> Vec<(PathBuf, Want)> {
     };
     vec![
         (
-            write("long.jsonl", jsonl.join("\n").into_bytes()),
-            Rows(
-                2,
-                vec![
-                    (2, "line is longer than 1048576 bytes"),
-                    (3, "over the limit of 4000"),
-                    (4, "review_id is longer than 200 characters"),
-                ],
-            ),
+            "utf16le.csv",
+            utf16("restaurant_id,review_id,text\nr,a,b\n", false),
         ),
-        (write("long.csv", csv.into_bytes()), Rows(2, long_csv)),
-        (
-            write("deep.jsonl", nested.join("\n").into_bytes()),
-            Rows(
-                2,
-                vec![(2, "recursion limit exceeded"), (3, "not a JSON object")],
-            ),
-        ),
-        (
-            write(
-                "utf16le.csv",
-                utf16([0xFF, 0xFE], "restaurant_id,review_id,text\nr,a,b\n", false),
-            ),
-            Unusable("UTF-16"),
-        ),
-        (
-            write(
-                "utf16be.jsonl",
-                utf16([0xFE, 0xFF], &row("u16", "ok"), true),
-            ),
-            Unusable("UTF-16"),
-        ),
-        (write("binary.jsonl", noise()), Garbage),
-        (write("binary.csv", noise()), Unusable("header row")),
+        ("utf16be.jsonl", utf16(&row("u16", "ok"), true)),
+        ("binary.jsonl", noise()),
+        ("binary.csv", noise()),
     ]
+}
+
+/// Writes the generated files into `dir`, each with what is wanted of it.
+fn generated(dir: &Path) -> Vec<(PathBuf, &'static Want)> {
+    let files = [long_files(), odd_files()].concat();
+    let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    let wanted: Vec<&str> = GENERATED.iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, wanted, "every generated file has its expectations");
+    files
+        .into_iter()
+        .zip(GENERATED)
+        .map(|((name, bytes), (_, want))| {
+            let p = dir.join(name);
+            std::fs::write(&p, bytes).unwrap();
+            (p, want)
+        })
+        .collect()
 }
 
 /// Ingests one file and holds it to what is wanted of it; returns the rows it accepted.
@@ -214,7 +249,7 @@ fn check(
             let lines: Vec<u64> = got.iter().map(|(l, _)| *l).collect();
             let want_lines: Vec<u64> = expect.iter().map(|(l, _)| *l).collect();
             assert_eq!(lines, want_lines, "{name}: {got:#?}");
-            for ((line, reason), (_, part)) in got.iter().zip(expect) {
+            for ((line, reason), (_, part)) in got.iter().zip(expect.iter()) {
                 assert!(
                     reason.contains(part),
                     "{name} line {line}: {reason:?} should say {part:?}"
@@ -238,17 +273,14 @@ fn every_corpus_file_is_ingested_or_refused_with_each_bad_row_named() {
         .filter(|n| !n.starts_with('.'))
         .collect();
     on_disk.sort();
-    let committed = committed();
-    let listed: Vec<String> = committed.iter().map(|(n, _)| n.to_string()).collect();
+    let listed: Vec<String> = COMMITTED.iter().map(|(n, _)| n.to_string()).collect();
     assert_eq!(
         on_disk, listed,
         "every corpus file has its expectations here, in name order"
     );
     let (dir, mut conn, opts) = setup();
-    let mut files: Vec<(PathBuf, Want)> = committed
-        .into_iter()
-        .map(|(n, w)| (corpus.join(n), w))
-        .collect();
+    let mut files: Vec<(PathBuf, &Want)> =
+        COMMITTED.iter().map(|(n, w)| (corpus.join(n), w)).collect();
     files.extend(generated(dir.path()));
     for (path, want) in &files {
         check(&mut conn.db, &opts, path, want);

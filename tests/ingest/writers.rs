@@ -52,6 +52,45 @@ fn ingest(file: &Path, db: &Path) -> Command {
     c
 }
 
+/// restaurant → review_id → content hash of the stored reviews, each checked to be one of
+/// `rows` and stored once; `None` when the database has no schema yet.
+type ByRestaurant = BTreeMap<String, BTreeMap<String, String>>;
+
+fn stored_reviews(c: &rusqlite::Connection, rows: &Rows) -> Option<ByRestaurant> {
+    let sql = "SELECT review_id, restaurant_id, text, content_hash FROM reviews";
+    let mut q = c.prepare(sql).ok()?;
+    let mut by_restaurant = ByRestaurant::new();
+    let mut it = q.query([]).unwrap();
+    while let Some(r) = it.next().unwrap() {
+        let (id, rid, text, hash): (String, String, String, String) = (
+            r.get(0).unwrap(),
+            r.get(1).unwrap(),
+            r.get(2).unwrap(),
+            r.get(3).unwrap(),
+        );
+        assert_eq!(rows.get(&id), Some(&(rid.clone(), text)), "review {id}");
+        let twice = by_restaurant
+            .entry(rid)
+            .or_default()
+            .insert(id.clone(), hash);
+        assert!(twice.is_none(), "review {id} stored twice");
+    }
+    Some(by_restaurant)
+}
+
+/// The reviews hash of a restaurant, computed here from its stored reviews as the store
+/// documents it: sha256 over (review_id, content_hash) pairs in review_id order.
+fn reviews_hash(reviews: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (id, hash) in reviews {
+        h.update(id.as_bytes());
+        h.update([0]);
+        h.update(hash.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Checks what a run would see: the file is intact, no review is stored twice, each stored
 /// review is one of `rows`, and every restaurant with stored reviews has a restaurant row whose
 /// reviews hash and count (what `palate run` decides on) are those of its stored reviews.
@@ -65,28 +104,9 @@ fn check_consistent(db: &Path, rows: &Rows) -> usize {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(ok, "ok");
-    let Ok(mut q) = c.prepare("SELECT review_id, restaurant_id, text, content_hash FROM reviews")
-    else {
+    let Some(by_restaurant) = stored_reviews(&c, rows) else {
         return 0; // killed before the schema was created
     };
-    let mut by_restaurant: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut stored = 0;
-    let mut it = q.query([]).unwrap();
-    while let Some(r) = it.next().unwrap() {
-        let (id, rid, text, hash): (String, String, String, String) = (
-            r.get(0).unwrap(),
-            r.get(1).unwrap(),
-            r.get(2).unwrap(),
-            r.get(3).unwrap(),
-        );
-        assert_eq!(rows.get(&id), Some(&(rid.clone(), text)), "review {id}");
-        let dup = by_restaurant
-            .entry(rid)
-            .or_default()
-            .insert(id.clone(), hash);
-        assert!(dup.is_none(), "review {id} stored twice");
-        stored += 1;
-    }
     let seen = Db::open(db)
         .unwrap()
         .restaurants_after("", 1 << 30)
@@ -101,22 +121,14 @@ fn check_consistent(db: &Path, rows: &Rows) -> usize {
         "restaurant rows are those of the stored reviews"
     );
     for (rid, reviews) in &by_restaurant {
-        let mut h = Sha256::new();
-        for (id, hash) in reviews {
-            h.update(id.as_bytes());
-            h.update([0]);
-            h.update(hash.as_bytes());
-            h.update([0]);
-        }
-        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
         let row = &seen[rid];
         assert_eq!(
             (&row.reviews_hash, row.review_count),
-            (&want, reviews.len()),
+            (&reviews_hash(reviews), reviews.len()),
             "restaurant {rid}: its hash must be that of its stored reviews"
         );
     }
-    stored
+    by_restaurant.values().map(BTreeMap::len).sum()
 }
 
 #[test]
