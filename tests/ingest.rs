@@ -1,14 +1,23 @@
 //! Ingest on corpora of bad rows: each bad row is rejected with its line and reason, good rows are
-//! stored, re-ingesting changes nothing, an unusable file is an error naming it.
+//! stored, re-ingesting changes nothing, an unusable file is an error naming it. The regression
+//! tests of issue 10's ingest defects, the bad-input corpus (`tests/data/bad/`), and the
+//! concurrency and kill tests are in `tests/ingest/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 mod common;
+#[path = "ingest/corpus.rs"]
+mod corpus;
+#[path = "ingest/defects.rs"]
+mod defects;
+#[path = "ingest/writers.rs"]
+mod writers;
 
 use palate::ingest::{ingest_file, IngestOptions};
 use palate::store::Db;
 use serde_json::Value;
 
+/// (line, reason) of each line of a rejects file.
 fn rejects(path: &std::path::Path) -> Vec<(u64, String)> {
     std::fs::read_to_string(path)
         .unwrap()
@@ -226,11 +235,38 @@ fn palate_ingest_prints_counts_and_exits_zero_on_bad_rows() {
         dir.path().to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(dir.path().join("bad_rows.jsonl.rejects.jsonl").is_file());
+    let rejects = rejects_files(dir.path());
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    let name = rejects[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("bad_rows.jsonl.") && name.ends_with(".rejects.jsonl"),
+        "{name}"
+    );
     assert!(out.contains("12 rows"), "{out}");
     assert!(out.contains("10 rejected"), "{out}");
     let (code, _, err) =
         common::palate(&["ingest", "missing.csv", "--database", db.to_str().unwrap()]);
     assert_eq!(code, 1);
     assert!(err.contains("missing.csv"), "{err}");
+}
+
+/// The rejects files in `dir`.
+fn rejects_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".rejects.jsonl"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The number of rows in `table`.
+fn count(c: &rusqlite::Connection, table: &str) -> i64 {
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
 }

@@ -1,12 +1,14 @@
-//! The two input formats. Each reader turns its rows into [`RawRow`]s for the [`Sink`], or
-//! rejects rows it cannot read (bad UTF-8, bad JSON, wrong field count) with their line number.
+//! JSON Lines: one object per line. Each line becomes a [`RawRow`] for the [`Sink`], or is
+//! rejected with its line number (too long, bad UTF-8, bad JSON, a field of the wrong type).
 
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{read_bounded_line, IngestError, RawRow, Sink};
+use serde::Deserialize;
+use serde_json::Value;
 
-const BOM: &[u8] = b"\xEF\xBB\xBF";
+use super::lines::{read_bounded_line, skip_bom};
+use super::{max_record_bytes, IngestError, RawRow, Sink};
 
 /// JSON Lines: one object per line; blank lines are skipped.
 pub fn read_jsonl<R: BufRead>(
@@ -14,13 +16,14 @@ pub fn read_jsonl<R: BufRead>(
     path: &Path,
     sink: &mut Sink<'_>,
 ) -> Result<(), IngestError> {
-    let max_line = (sink.max_review_bytes * 4 + 4096).max(1 << 20);
+    skip_bom(&mut r, path)?;
+    let max_line = max_record_bytes(sink.max_review_bytes);
     let mut buf = Vec::new();
     let mut line = 0u64;
     loop {
         line += 1;
         let cut = match read_bounded_line(&mut r, &mut buf, max_line) {
-            Ok(Some(cut)) => cut,
+            Ok(Some(l)) => l.cut,
             Ok(None) => return Ok(()),
             Err(source) => {
                 return Err(IngestError::Read {
@@ -30,28 +33,17 @@ pub fn read_jsonl<R: BufRead>(
                 })
             }
         };
-        let bytes = if line == 1 {
-            buf.strip_prefix(BOM).unwrap_or(&buf)
-        } else {
-            &buf[..]
-        };
-        let lossy = String::from_utf8_lossy(bytes);
+        let lossy = String::from_utf8_lossy(&buf);
         if cut {
-            sink.reject(
-                line,
-                &format!("line is longer than {max_line} bytes"),
-                &lossy,
-            )?;
+            let reason = format!("line is longer than {max_line} bytes");
+            sink.reject(line, &reason, &lossy)?;
             continue;
         }
-        let text = match std::str::from_utf8(bytes) {
+        let text = match std::str::from_utf8(&buf) {
             Ok(t) => t,
             Err(e) => {
-                sink.reject(
-                    line,
-                    &format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-                    &lossy,
-                )?;
+                let reason = format!("invalid UTF-8 at byte {}", e.valid_up_to());
+                sink.reject(line, &reason, &lossy)?;
                 continue;
             }
         };
@@ -65,177 +57,158 @@ pub fn read_jsonl<R: BufRead>(
     }
 }
 
+/// The fields palate reads; other fields are ignored, and a field given twice is an error.
+#[derive(Deserialize)]
+struct JsonRow {
+    restaurant_id: Option<Value>,
+    review_id: Option<Value>,
+    text: Option<Value>,
+    rating: Option<Value>,
+    created_at: Option<Value>,
+    lang: Option<Value>,
+}
+
 fn parse_json_row(text: &str) -> Result<RawRow, String> {
-    let v: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let field = |name: &str| -> Result<Option<String>, String> {
-        match obj.get(name) {
-            None | Some(serde_json::Value::Null) => Ok(None),
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(format!("{name} must be a string, found {}", kind(other))),
+    // Checked first: serde would also read a struct from an array, by position.
+    if !text.trim_start().starts_with('{') {
+        return match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err("not a JSON object".into()),
+            Err(e) => Err(format!("invalid JSON: {e}")),
+        };
+    }
+    let row: JsonRow = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let field = |v: Option<Value>, name: &str| field(v, name, text);
+    let id = |v: Option<Value>, name: &str| -> Result<Option<String>, String> {
+        let is_number = matches!(v, Some(Value::Number(_)));
+        match field(v, name)? {
+            Some(n) if is_number && !is_integer(&n) => Err(format!(
+                "{name} must be a string or an integer, found the number {n}"
+            )),
+            other => Ok(other),
         }
     };
     Ok(RawRow {
-        restaurant_id: field("restaurant_id")?,
-        review_id: field("review_id")?,
-        text: field("text")?,
-        rating: field("rating")?,
-        created_at: field("created_at")?,
-        lang: field("lang")?,
+        restaurant_id: id(row.restaurant_id, "restaurant_id")?,
+        review_id: id(row.review_id, "review_id")?,
+        text: field(row.text, "text")?,
+        rating: field(row.rating, "rating")?,
+        created_at: field(row.created_at, "created_at")?,
+        lang: field(row.lang, "lang")?,
     })
 }
 
-fn kind(v: &serde_json::Value) -> &'static str {
+/// A string, or a number as written in the line; null is absent; anything else is an error.
+/// serde_json (without `arbitrary_precision`, which would change every `Number` of the crate)
+/// reads an integer beyond 64 bits as a float, so such a number's digits are taken from the line:
+/// two distinct long ids never become one.
+fn field(v: Option<Value>, name: &str, line: &str) -> Result<Option<String>, String> {
     match v {
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-        _ => "another type",
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(Value::Number(n)) => Ok(Some(
+            raw_number(line, name).map_or_else(|| n.to_string(), str::to_string),
+        )),
+        Some(Value::Bool(_)) => Err(format!("{name} must be a string, found a boolean")),
+        Some(Value::Array(_)) => Err(format!("{name} must be a string, found an array")),
+        Some(Value::Object(_)) => Err(format!("{name} must be a string, found an object")),
     }
 }
 
-/// CSV with a header row naming the columns (any order; unknown columns are ignored).
-pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Result<(), IngestError> {
-    skip_bom(&mut r, path)?;
-    let mut rdr = csv::ReaderBuilder::new().flexible(true).from_reader(r);
-    let cols = Columns::read(&mut rdr, path)?;
-    let mut rec = csv::ByteRecord::new();
-    loop {
-        let line = rdr.position().line();
-        match rdr.read_byte_record(&mut rec) {
-            Ok(false) => return Ok(()),
-            Ok(true) => {}
-            Err(e) => {
-                let line = e.position().map_or(line, |p| p.line());
-                if let csv::ErrorKind::Io(source) = e.into_kind() {
-                    return Err(IngestError::Read {
-                        path: path.into(),
-                        line,
-                        source,
-                    });
+/// Digits only, after an optional minus: an integer of any length.
+fn is_integer(n: &str) -> bool {
+    let digits = n.strip_prefix('-').unwrap_or(n);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The number literal that is the value of the top-level field `name` in `json`, a JSON object
+/// already parsed once (so it is valid, and has no duplicate fields).
+fn raw_number<'a>(json: &'a str, name: &str) -> Option<&'a str> {
+    let b = json.as_bytes();
+    let (mut depth, mut i, mut key) = (0usize, 0usize, None::<String>);
+    while i < b.len() {
+        match b[i] {
+            b'"' => {
+                let end = string_end(b, i)?;
+                let after = b[end..].iter().find(|c| !c.is_ascii_whitespace());
+                if depth == 1 && after == Some(&b':') {
+                    key = serde_json::from_str(&json[i..end]).ok();
                 }
-                sink.reject(line, "unreadable CSV record", "")?;
+                i = end;
                 continue;
             }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b':' if depth == 1 && key.as_deref() == Some(name) => {
+                let rest = json[i + 1..].trim_start();
+                let len = rest
+                    .bytes()
+                    .take_while(|c| matches!(c, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                    .count();
+                return Some(&rest[..len]);
+            }
+            _ => {}
         }
-        let line = rec.position().map_or(line, |p| p.line());
-        csv_record(&cols, &rec, line, sink)?;
+        i += 1;
     }
+    None
 }
 
-/// Skips a UTF-8 byte-order mark so the first column name is read correctly.
-fn skip_bom<R: BufRead>(r: &mut R, path: &Path) -> Result<(), IngestError> {
-    let head = r.fill_buf().map_err(|source| IngestError::Read {
-        path: path.into(),
-        line: 1,
-        source,
-    })?;
-    if head.starts_with(BOM) {
-        r.consume(BOM.len());
+/// The index just past the string that starts at `b[start]` (a quote).
+fn string_end(b: &[u8], start: usize) -> Option<usize> {
+    let mut j = start + 1;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => return Some(j + 1),
+            _ => j += 1,
+        }
     }
-    Ok(())
+    None
 }
 
-/// Hands one CSV record to the sink as a row, or rejects it.
-fn csv_record(
-    cols: &Columns,
-    rec: &csv::ByteRecord,
-    line: u64,
-    sink: &mut Sink<'_>,
-) -> Result<(), IngestError> {
-    let raw = rec
-        .iter()
-        .map(String::from_utf8_lossy)
-        .collect::<Vec<_>>()
-        .join(",");
-    if rec.len() != cols.names.len() {
-        let reason = format!("expected {} fields, found {}", cols.names.len(), rec.len());
-        return sink.reject(line, &reason, &raw);
-    }
-    match cols.row(rec) {
-        Ok(row) => sink.row(line, row, &raw),
-        Err(reason) => sink.reject(line, &reason, &raw),
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The CSV header: every column's name, and where the known ones are.
-struct Columns {
-    /// Trimmed, lowercased.
-    names: Vec<String>,
-    restaurant_id: usize,
-    review_id: usize,
-    text: usize,
-    rating: Option<usize>,
-    created_at: Option<usize>,
-    lang: Option<usize>,
-}
-
-impl Columns {
-    /// Reads the header row, which must name restaurant_id, review_id and text.
-    fn read<R: std::io::Read>(rdr: &mut csv::Reader<R>, path: &Path) -> Result<Self, IngestError> {
-        let headers = rdr
-            .byte_headers()
-            .map_err(|e| unusable(path, format!("cannot read the header row: {e}")))?;
-        let names: Vec<String> = headers
-            .iter()
-            .map(|h| String::from_utf8_lossy(h).trim().to_ascii_lowercase())
-            .collect();
-        let col = |n: &str| names.iter().position(|h| h == n);
-        let (Some(restaurant_id), Some(review_id), Some(text)) =
-            (col("restaurant_id"), col("review_id"), col("text"))
-        else {
-            return Err(unusable(
-                path,
-                format!(
-                    "the header row must name restaurant_id, review_id and text; found {names:?}"
-                ),
-            ));
-        };
-        let (rating, created_at, lang) = (col("rating"), col("created_at"), col("lang"));
-        Ok(Self {
-            names,
-            restaurant_id,
-            review_id,
-            text,
-            rating,
-            created_at,
-            lang,
-        })
+    #[test]
+    fn integer_ids_keep_every_digit() {
+        let row = parse_json_row(
+            r#"{"restaurant_id": 123456789012345678901234567890, "review_id": 18446744073709551617, "text": "t"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            row.restaurant_id.as_deref(),
+            Some("123456789012345678901234567890")
+        );
+        assert_eq!(row.review_id.as_deref(), Some("18446744073709551617"));
     }
 
-    /// The record's fields by column; an error names a field that is not UTF-8.
-    fn row(&self, rec: &csv::ByteRecord) -> Result<RawRow, String> {
-        Ok(RawRow {
-            restaurant_id: self.get(rec, Some(self.restaurant_id))?,
-            review_id: self.get(rec, Some(self.review_id))?,
-            text: self.get(rec, Some(self.text))?,
-            rating: self.get(rec, self.rating)?,
-            created_at: self.get(rec, self.created_at)?,
-            lang: self.get(rec, self.lang)?,
-        })
+    #[test]
+    fn ids_that_are_not_integers_are_refused() {
+        for id in ["1.5", "1e3", "-2.0E+2"] {
+            let e = parse_json_row(&format!(
+                r#"{{"restaurant_id":"r","review_id":{id},"text":"t"}}"#
+            ))
+            .unwrap_err();
+            assert!(e.contains("must be a string or an integer"), "{id}: {e}");
+        }
     }
 
-    /// Column `i` of the record, if the header has it.
-    fn get(&self, rec: &csv::ByteRecord, i: Option<usize>) -> Result<Option<String>, String> {
-        let Some(i) = i else { return Ok(None) };
-        let bytes = rec.get(i).unwrap_or_default();
-        std::str::from_utf8(bytes)
-            .map(|s| Some(s.to_string()))
-            .map_err(|e| {
-                format!(
-                    "invalid UTF-8 in column {} at byte {}",
-                    self.names[i],
-                    e.valid_up_to()
-                )
-            })
-    }
-}
-
-fn unusable(path: &Path, reason: String) -> IngestError {
-    IngestError::Unusable {
-        path: path.into(),
-        reason,
+    #[test]
+    fn arrays_duplicate_fields_and_wrong_types_are_refused() {
+        assert_eq!(
+            parse_json_row(r#"["r","a","t"]"#).unwrap_err(),
+            "not a JSON object"
+        );
+        let e = parse_json_row(r#"{"text":"a","text":"b"}"#).unwrap_err();
+        assert!(e.contains("duplicate field"), "{e}");
+        let e = parse_json_row(r#"{"text":{"a":1}}"#).unwrap_err();
+        assert_eq!(e, "text must be a string, found an object");
+        let row = parse_json_row(r#"{"text":"a\u00e9","rating":4.5,"lang":null}"#).unwrap();
+        assert_eq!(
+            (row.text.as_deref(), row.rating.as_deref(), row.lang),
+            (Some("aé"), Some("4.5"), None)
+        );
     }
 }

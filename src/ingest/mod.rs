@@ -1,20 +1,38 @@
 //! ingest: reads CSV or JSONL review files row by row (constant memory), validates each row,
-//! stores the good ones and writes every bad one to `<rejects_dir>/<file>.rejects.jsonl` with its
-//! line number and reason. A row is never dropped silently; re-ingesting a file changes nothing.
+//! stores the good ones and writes every bad one to `<rejects_dir>/<file>.<hash>.rejects.jsonl`
+//! with its line number and reason. A row is never dropped silently; re-ingesting a file changes
+//! nothing.
+//!
+//! - `lines`: physical lines with a cap on their length, and the encoding check.
+//! - `formats`: JSON Lines.
+//! - `records`, `csv_input`: CSV records framed from lines (quoted fields may span lines), then
+//!   parsed.
+//! - `validate`: the checks on one row's fields.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+mod csv_input;
 mod formats;
+mod lines;
+mod records;
+mod validate;
 
-use crate::domain::{sha256_hex, Review};
+pub use lines::{read_bounded_line, LineEnd, LineRead};
+pub use validate::{validate, RawRow};
+
+use crate::domain::sha256_hex;
 use crate::store::{Db, IngestWriter, StoreError, Upsert};
 
-/// Longest id accepted.
-const MAX_ID_CHARS: usize = 200;
+/// The most bytes one JSON line or CSV record may have: room for a review at the limit written
+/// with every character escaped, and never less than 1 MiB. Longer ones are rejected, and only
+/// this much of them is ever held in memory.
+pub fn max_record_bytes(max_review_bytes: usize) -> usize {
+    (max_review_bytes.saturating_mul(4).saturating_add(4096)).max(1 << 20)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -58,25 +76,41 @@ pub struct IngestReport {
     pub rejects_file: Option<PathBuf>,
 }
 
+/// The physical lines a row spans: one, or more for a CSV record with a quoted field over
+/// several lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lines {
+    pub first: u64,
+    pub last: u64,
+}
+
+impl From<u64> for Lines {
+    fn from(line: u64) -> Self {
+        Self {
+            first: line,
+            last: line,
+        }
+    }
+}
+
+impl From<(u64, u64)> for Lines {
+    fn from((first, last): (u64, u64)) -> Self {
+        Self { first, last }
+    }
+}
+
 /// One line of a rejects file.
 #[derive(Debug, Serialize)]
 struct Reject<'a> {
     file: &'a str,
+    /// The row's first line.
     line: u64,
+    /// Its last line, when it spans more than one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_line: Option<u64>,
     reason: &'a str,
     /// The start of the raw row (at most 300 characters, invalid UTF-8 replaced).
     raw: &'a str,
-}
-
-/// The fields of a row before validation; everything optional so each problem gets its reason.
-#[derive(Debug, Default)]
-pub struct RawRow {
-    pub restaurant_id: Option<String>,
-    pub review_id: Option<String>,
-    pub text: Option<String>,
-    pub rating: Option<String>,
-    pub created_at: Option<String>,
-    pub lang: Option<String>,
 }
 
 pub fn ingest_file(
@@ -92,11 +126,13 @@ pub fn ingest_file(
     let mut sink = Sink::new(db.ingest_writer()?, path, opts);
     let read = match format {
         Format::Jsonl => formats::read_jsonl(BufReader::new(file), path, &mut sink),
-        Format::Csv => formats::read_csv(BufReader::new(file), path, &mut sink),
+        Format::Csv => csv_input::read_csv(BufReader::new(file), path, &mut sink),
     };
-    // Rows read before an error are valid and stay stored, with their restaurants refreshed.
-    let report = sink.finish()?;
-    read.map(|()| report)
+    // Rows read before an error are valid and stay stored, with their restaurants refreshed;
+    // the read error, the first thing that went wrong, is the one reported.
+    let finished = sink.finish();
+    read?;
+    finished
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -135,15 +171,11 @@ pub struct Sink<'db> {
 
 impl<'db> Sink<'db> {
     fn new(writer: IngestWriter<'db>, path: &Path, opts: &IngestOptions) -> Self {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
         Self {
             writer,
             source: path.to_string_lossy().into_owned(),
             max_review_bytes: opts.max_review_bytes,
-            rejects_path: opts.rejects_dir.join(format!("{name}.rejects.jsonl")),
+            rejects_path: rejects_path(&opts.rejects_dir, path),
             rejects: None,
             report: IngestReport {
                 file: path.into(),
@@ -153,17 +185,24 @@ impl<'db> Sink<'db> {
     }
 
     /// A row whose fields could be read; `raw` is kept for the rejects file.
-    pub fn row(&mut self, line: u64, row: RawRow, raw: &str) -> Result<(), IngestError> {
+    pub fn row(
+        &mut self,
+        lines: impl Into<Lines>,
+        row: RawRow,
+        raw: &str,
+    ) -> Result<(), IngestError> {
+        let lines = lines.into();
+        let line = lines.first;
         let review = match validate(row, self.max_review_bytes) {
             Ok(r) => r,
-            Err(reason) => return self.reject(line, &reason, raw),
+            Err(reason) => return self.reject(lines, &reason, raw),
         };
         if let Some(first) = self.writer.first_seen(&review.review_id, line)? {
             let reason = format!(
                 "duplicate review_id {:?} (first on line {first})",
                 review.review_id
             );
-            return self.reject(line, &reason, raw);
+            return self.reject(lines, &reason, raw);
         }
         match self.writer.upsert(&review, &self.source, line)? {
             Upsert::Inserted => self.report.inserted += 1,
@@ -174,14 +213,20 @@ impl<'db> Sink<'db> {
                     "review_id {:?} already belongs to restaurant {other:?}, not {:?}",
                     review.review_id, review.restaurant_id
                 );
-                return self.reject(line, &reason, raw);
+                return self.reject(lines, &reason, raw);
             }
         }
         Ok(())
     }
 
     /// A row that could not even be read (invalid UTF-8, bad JSON, wrong field count).
-    pub fn reject(&mut self, line: u64, reason: &str, raw: &str) -> Result<(), IngestError> {
+    pub fn reject(
+        &mut self,
+        lines: impl Into<Lines>,
+        reason: &str,
+        raw: &str,
+    ) -> Result<(), IngestError> {
+        let Lines { first: line, last } = lines.into();
         if self.rejects.is_none() {
             let err = |source| IngestError::Rejects {
                 path: self.rejects_path.clone(),
@@ -197,6 +242,7 @@ impl<'db> Sink<'db> {
         let rec = Reject {
             file: &self.source,
             line,
+            last_line: (last > line).then_some(last),
             reason,
             raw: &excerpt,
         };
@@ -235,188 +281,43 @@ impl<'db> Sink<'db> {
     }
 }
 
-/// Checks one row and builds the review, or says why not.
-pub fn validate(row: RawRow, max_review_bytes: usize) -> Result<Review, String> {
-    let restaurant_id = id(row.restaurant_id, "restaurant_id")?;
-    let review_id = id(row.review_id, "review_id")?;
-    let text = row.text.ok_or("missing text")?.trim().to_string();
-    if text.is_empty() {
-        return Err("empty text".into());
-    }
-    if text.len() > max_review_bytes {
-        return Err(format!(
-            "text is {} bytes, over the limit of {max_review_bytes}",
-            text.len()
-        ));
-    }
-    Ok(Review {
-        restaurant_id,
-        review_id,
-        content_hash: sha256_hex(text.as_bytes()),
-        text,
-        rating: rating(row.rating.as_deref())?,
-        created_at: created_at(row.created_at.as_deref())?,
-        lang: lang(row.lang.as_deref())?,
-    })
-}
-
-/// An optional field's value, trimmed; blank counts as absent.
-fn present(v: Option<&str>) -> Option<&str> {
-    v.map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn id(v: Option<String>, name: &str) -> Result<String, String> {
-    let v = v.map(|s| s.trim().to_string()).unwrap_or_default();
-    if v.is_empty() {
-        return Err(format!("missing {name}"));
-    }
-    if v.chars().count() > MAX_ID_CHARS {
-        return Err(format!("{name} is longer than {MAX_ID_CHARS} characters"));
-    }
-    if v.chars().any(char::is_control) {
-        return Err(format!("{name} contains control characters"));
-    }
-    Ok(v)
-}
-
-fn rating(v: Option<&str>) -> Result<Option<f64>, String> {
-    let Some(s) = present(v) else {
-        return Ok(None);
-    };
-    match s.parse::<f64>() {
-        Ok(r) if (0.0..=5.0).contains(&r) => Ok(Some(r)),
-        Ok(r) => Err(format!("rating {r} is outside 0 to 5")),
-        Err(_) => Err(format!("rating {s:?} is not a number")),
-    }
-}
-
-fn created_at(v: Option<&str>) -> Result<Option<String>, String> {
-    match present(v) {
-        None => Ok(None),
-        Some(s) if is_date(s) => Ok(Some(s.to_string())),
-        Some(s) => Err(format!(
-            "created_at {s:?} is not an RFC 3339 timestamp or YYYY-MM-DD date"
-        )),
-    }
-}
-
-fn lang(v: Option<&str>) -> Result<Option<String>, String> {
-    match present(v) {
-        None => Ok(None),
-        Some(s)
-            if s.len() <= 16
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') =>
-        {
-            Ok(Some(s.to_ascii_lowercase()))
-        }
-        Some(s) => Err(format!("lang {s:?} is not a language code")),
-    }
-}
-
-fn is_date(s: &str) -> bool {
-    chrono::DateTime::parse_from_rfc3339(s).is_ok()
-        || chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()
-        || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").is_ok()
-}
-
-/// Reads the next line into `buf` (without the newline), at most `max` bytes; the rest of a
-/// longer line is skipped. Returns `None` at end of file, else whether the line was cut.
-pub fn read_bounded_line<R: BufRead>(
-    r: &mut R,
-    buf: &mut Vec<u8>,
-    max: usize,
-) -> std::io::Result<Option<bool>> {
-    buf.clear();
-    let mut cut = false;
-    let mut read_any = false;
-    loop {
-        let chunk = r.fill_buf()?;
-        if chunk.is_empty() {
-            return Ok(read_any.then_some(cut));
-        }
-        read_any = true;
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (chunk.len(), false),
-        };
-        let room = max.saturating_sub(buf.len());
-        if take > room {
-            cut = true;
-        }
-        buf.extend_from_slice(&chunk[..take.min(room)]);
-        r.consume(if done { take + 1 } else { take });
-        if done {
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(Some(cut));
-        }
-    }
+/// `<rejects_dir>/<file name>.<hash>.rejects.jsonl`, the hash being 8 hex digits of the input's
+/// canonical path: two inputs with the same name in different folders keep their own rejects
+/// file, and the name still says which input it is about.
+fn rejects_path(dir: &Path, input: &Path) -> PathBuf {
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let full = std::fs::canonicalize(input)
+        .or_else(|_| std::path::absolute(input))
+        .unwrap_or_else(|_| input.to_path_buf());
+    let hash = sha256_hex(full.as_os_str().as_encoded_bytes());
+    dir.join(format!("{name}.{}.rejects.jsonl", &hash[..8]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn raw(rid: &str, id: &str, text: &str) -> RawRow {
-        RawRow {
-            restaurant_id: Some(rid.into()),
-            review_id: Some(id.into()),
-            text: Some(text.into()),
-            ..Default::default()
+    #[test]
+    fn inputs_of_the_same_name_get_their_own_rejects_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for d in [&a, &b] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("reviews.csv"), "x").unwrap();
         }
-    }
-
-    #[test]
-    fn validation_names_each_problem() {
-        assert_eq!(
-            validate(raw("", "a", "t"), 100).unwrap_err(),
-            "missing restaurant_id"
+        let ra = rejects_path(Path::new("rej"), &a.join("reviews.csv"));
+        let rb = rejects_path(Path::new("rej"), &b.join("reviews.csv"));
+        assert_ne!(ra, rb);
+        let name = ra.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            name.starts_with("reviews.csv.") && name.ends_with(".rejects.jsonl"),
+            "{name}"
         );
-        assert_eq!(
-            validate(raw("r", " ", "t"), 100).unwrap_err(),
-            "missing review_id"
-        );
-        assert_eq!(
-            validate(raw("r", "a", "  \n"), 100).unwrap_err(),
-            "empty text"
-        );
-        assert!(validate(raw("r", "a", &"x".repeat(101)), 100)
-            .unwrap_err()
-            .contains("over the limit of 100"));
-        let mut r = raw("r", "a", "맛있어요");
-        r.rating = Some("9".into());
-        assert!(validate(r, 100).unwrap_err().contains("outside 0 to 5"));
-        let mut r = raw("r", "a", "ok");
-        r.created_at = Some("yesterday".into());
-        assert!(validate(r, 100).unwrap_err().contains("created_at"));
-    }
-
-    #[test]
-    fn valid_row_is_trimmed_and_hashed() {
-        let mut r = raw(" r1 ", "a", "  좋아요 good  ");
-        r.rating = Some("4.5".into());
-        r.lang = Some("KO".into());
-        r.created_at = Some("2026-01-02T03:04:05Z".into());
-        let v = validate(r, 100).unwrap();
-        assert_eq!(v.restaurant_id, "r1");
-        assert_eq!(v.text, "좋아요 good");
-        assert_eq!(v.rating, Some(4.5));
-        assert_eq!(v.lang.as_deref(), Some("ko"));
-        assert_eq!(v.content_hash.len(), 64);
-    }
-
-    #[test]
-    fn bounded_lines_cut_long_lines_and_keep_going() {
-        let mut r = std::io::Cursor::new(b"short\r\nthis line is long\nlast".to_vec());
-        let mut buf = Vec::new();
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 8).unwrap(), Some(false));
-        assert_eq!(buf, b"short");
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 8).unwrap(), Some(true));
-        assert_eq!(buf, b"this lin");
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 8).unwrap(), Some(false));
-        assert_eq!(buf, b"last");
-        assert_eq!(read_bounded_line(&mut r, &mut buf, 8).unwrap(), None);
+        // The same file named another way gets the same rejects file.
+        let other = a.join("../a/reviews.csv");
+        assert_eq!(rejects_path(Path::new("rej"), &other), ra);
     }
 }

@@ -1,16 +1,14 @@
-//! Reviews, restaurants and the embedding cache; [`IngestWriter`], through which ingest stores a
-//! file's rows.
-
-use std::collections::BTreeSet;
+//! Reviews, restaurants and the embedding cache; [`IngestWriter`] (in `writer`), through which
+//! ingest stores a file's rows.
 
 use rusqlite::{params, OptionalExtension};
-use sha2::{Digest, Sha256};
 
 use super::{Db, Store, StoreError};
-use crate::domain::{hex, now, Review, StoredReview};
+use crate::domain::{now, StoredReview};
 
-/// Rows stored per transaction while ingesting.
-const COMMIT_EVERY: usize = 2000;
+mod writer;
+
+pub use writer::IngestWriter;
 
 /// What storing one valid row did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,146 +40,7 @@ fn restaurant_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RestaurantRow> {
     })
 }
 
-/// Stores the rows of one input file: remembers the ids it has seen (on disk, in a temporary
-/// table, so memory stays flat on huge files), commits every [`COMMIT_EVERY`] rows, and
-/// refreshes the restaurants it touched when it finishes. Rows stored before an error stay.
-pub struct IngestWriter<'db> {
-    db: &'db mut Db,
-    touched: BTreeSet<String>,
-    pending: usize,
-}
-
 impl Db {
-    /// Starts storing one input file's rows.
-    pub fn ingest_writer(&mut self) -> Result<IngestWriter<'_>, StoreError> {
-        self.conn.execute_batch(
-            "CREATE TEMP TABLE IF NOT EXISTS ingest_seen (review_id TEXT PRIMARY KEY, line INTEGER NOT NULL);
-             DELETE FROM ingest_seen;
-             BEGIN;",
-        )?;
-        Ok(IngestWriter {
-            db: self,
-            touched: BTreeSet::new(),
-            pending: 0,
-        })
-    }
-}
-
-impl IngestWriter<'_> {
-    /// Records that `review_id` is on `line` of this file; returns the line it was first seen on
-    /// if it was seen before (the row is then a duplicate and nothing is recorded).
-    pub fn first_seen(&mut self, review_id: &str, line: u64) -> Result<Option<u64>, StoreError> {
-        let c = &self.db.conn;
-        let first: Option<i64> = c
-            .query_row(
-                "SELECT line FROM ingest_seen WHERE review_id = ?1",
-                [review_id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if first.is_none() {
-            c.execute(
-                "INSERT INTO ingest_seen (review_id, line) VALUES (?1, ?2)",
-                params![review_id, line as i64],
-            )?;
-        }
-        Ok(first.map(|l| l as u64))
-    }
-
-    /// Stores one review; `source` and `line` say where it came from.
-    pub fn upsert(&mut self, r: &Review, source: &str, line: u64) -> Result<Upsert, StoreError> {
-        let outcome = self.db.upsert_review(r, source, line)?;
-        if !matches!(outcome, Upsert::OtherRestaurant(_)) {
-            self.touched.insert(r.restaurant_id.clone());
-            self.pending += 1;
-            if self.pending >= COMMIT_EVERY {
-                self.db.conn.execute_batch("COMMIT; BEGIN;")?;
-                self.pending = 0;
-            }
-        }
-        Ok(outcome)
-    }
-
-    /// Refreshes the touched restaurants and commits.
-    pub fn finish(self) -> Result<(), StoreError> {
-        self.db.refresh_restaurants(&self.touched)?;
-        self.db
-            .conn
-            .execute_batch("COMMIT; DELETE FROM ingest_seen;")?;
-        Ok(())
-    }
-}
-
-impl Db {
-    fn upsert_review(&self, r: &Review, source: &str, line: u64) -> Result<Upsert, StoreError> {
-        // (restaurant_id, content_hash, rating, created_at, lang) of the stored row.
-        type Stored = (String, String, Option<f64>, Option<String>, Option<String>);
-        let existing: Option<Stored> = self
-            .conn
-            .query_row(
-                "SELECT restaurant_id, content_hash, rating, created_at, lang FROM reviews WHERE review_id = ?1",
-                [&r.review_id],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?)),
-            )
-            .optional()?;
-        let outcome = match existing {
-            Some((rid, ..)) if rid != r.restaurant_id => return Ok(Upsert::OtherRestaurant(rid)),
-            Some((_, hash, rating, created, lang))
-                if hash == r.content_hash
-                    && rating == r.rating
-                    && created == r.created_at
-                    && lang == r.lang =>
-            {
-                return Ok(Upsert::Unchanged)
-            }
-            Some(_) => Upsert::Updated,
-            None => Upsert::Inserted,
-        };
-        self.conn.execute(
-            "INSERT INTO reviews (review_id, restaurant_id, text, rating, created_at, lang, content_hash,
-                                  source_file, source_line, ingested_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-             ON CONFLICT (review_id) DO UPDATE SET text = excluded.text, rating = excluded.rating,
-                 created_at = excluded.created_at, lang = excluded.lang, content_hash = excluded.content_hash,
-                 source_file = excluded.source_file, source_line = excluded.source_line,
-                 ingested_at = excluded.ingested_at",
-            params![
-                r.review_id, r.restaurant_id, r.text, r.rating, r.created_at, r.lang, r.content_hash,
-                source, line as i64, now()
-            ],
-        )?;
-        Ok(outcome)
-    }
-
-    /// Recomputes the reviews hash and review count of the given restaurants.
-    fn refresh_restaurants(&self, ids: &BTreeSet<String>) -> Result<(), StoreError> {
-        let mut q = self.conn.prepare(
-            "SELECT review_id, content_hash FROM reviews WHERE restaurant_id = ?1 ORDER BY review_id",
-        )?;
-        for id in ids {
-            let mut h = Sha256::new();
-            let mut n = 0i64;
-            let mut rows = q.query([id])?;
-            while let Some(row) = rows.next()? {
-                for col in 0..2 {
-                    let v = row.get_ref(col)?.as_str().map_err(rusqlite::Error::from)?;
-                    h.update(v.as_bytes());
-                    h.update([0]);
-                }
-                n += 1;
-            }
-            self.conn.execute(
-                "INSERT INTO restaurants (restaurant_id, input_hash, review_count, updated_at)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (restaurant_id) DO UPDATE SET input_hash = excluded.input_hash,
-                     review_count = excluded.review_count, updated_at = excluded.updated_at
-                 WHERE restaurants.input_hash != excluded.input_hash",
-                params![id, hex(&h.finalize()), n, now()],
-            )?;
-        }
-        Ok(())
-    }
-
     /// Up to `limit` restaurants after `after` in id order: runs pull the catalogue page by
     /// page, so memory does not grow with it.
     pub fn restaurants_after(
