@@ -180,6 +180,7 @@ impl Config {
         IngestOptions {
             max_review_bytes: self.job.max_review_bytes,
             rejects_dir: self.job.rejects_dir.clone(),
+            stop: None,
         }
     }
 

@@ -56,6 +56,7 @@ fn setup() -> (tempfile::TempDir, Opened, IngestOptions) {
     let opts = IngestOptions {
         max_review_bytes: 4000,
         rejects_dir: dir.path().join("rejects"),
+        stop: None,
     };
     (dir, conn, opts)
 }

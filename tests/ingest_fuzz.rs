@@ -39,6 +39,7 @@ impl Bench {
         let opts = IngestOptions {
             max_review_bytes: 200,
             rejects_dir: dir.path().join("rejects"),
+            stop: None,
         };
         Self { dir, db, sql, opts }
     }

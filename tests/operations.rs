@@ -370,3 +370,55 @@ async fn the_deadline_stops_the_run_exits_5_and_the_next_run_resumes() {
 async fn sim_fast() -> SimServer {
     sim(1.0, FaultPlan::default()).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_nightly_export_is_a_night_without_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("export.csv");
+    std::fs::write(&empty, "").unwrap();
+    let p = common::job_with(dir.path(), &["http://127.0.0.1:9/v1"], &[empty], "sim", LLM);
+    let (code, out, err) = palate(&["run", "--job", p.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_ingest_stops_at_the_next_row_and_keeps_what_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.jsonl");
+    let total = 400_000;
+    let rows: Vec<String> = (0..total)
+        .map(|i| format!(r#"{{"restaurant_id":"r{}","review_id":"v{i}","text":"Review {i}: fine noodles."}}"#, i % 500))
+        .collect();
+    std::fs::write(&input, rows.join("\n")).unwrap();
+    let p = common::job_with(dir.path(), &["http://127.0.0.1:9/v1"], &[input], "sim", LLM);
+    let mut child = spawn(&["run", "--job", p.to_str().unwrap()]);
+    let db = dir.path().join("t.db");
+    let stored = |db: &Path| {
+        Connection::open(db)
+            .and_then(|c| c.query_row("SELECT count(*) FROM reviews", [], |r| r.get::<_, i64>(0)))
+            .unwrap_or(0)
+    };
+    let t = Instant::now();
+    while stored(&db) == 0 {
+        assert!(t.elapsed() < Duration::from_secs(60), "ingest never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal(&child, "-TERM");
+    let t = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIGTERM ignored during ingest"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(code, Some(130));
+    let n = stored(&db);
+    assert!(
+        n > 0 && n < total,
+        "stopped part-way: {n} of {total} stored"
+    );
+}

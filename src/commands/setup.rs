@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::embed::{embed_missing, Embedder, FastEmbedder};
 use crate::index::EmbeddedIndex;
 use crate::infer::OpenAiClient;
-use crate::ingest::{ingest_file, IngestError, IngestReport};
+use crate::ingest::{ingest_file, IngestError, IngestOptions, IngestReport};
 use crate::pipeline::Pipeline;
 use crate::plan::{Planner, Prompts, TokenCounter};
 use crate::store::Store;
@@ -29,7 +29,10 @@ pub async fn ingest_inputs(
         if cancel.is_cancelled() {
             break;
         }
-        let o = cfg.ingest_options();
+        let o = IngestOptions {
+            stop: Some(cancel.clone()),
+            ..cfg.ingest_options()
+        };
         match store.with_db(move |db| ingest_file(db, &f, &o)).await {
             Ok(Ok(r)) => ok.push(r),
             Ok(Err(e)) => bad.push(e),

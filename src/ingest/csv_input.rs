@@ -13,7 +13,11 @@ pub fn read_csv<R: BufRead>(mut r: R, path: &Path, sink: &mut Sink<'_>) -> Resul
     skip_bom(&mut r, path)?;
     let max_review_bytes = sink.max_review_bytes;
     let mut records = Records::new(r, path, max_record_bytes(max_review_bytes));
-    let cols = Columns::read(&mut records, path)?;
+    let Some(cols) = Columns::read(&mut records, path)? else {
+        // A 0-byte export (a night without reviews) has nothing to ingest, which is no error.
+        tracing::warn!(file = %path.display(), "empty CSV file: nothing to ingest");
+        return Ok(());
+    };
     let plausible = |line: &[u8]| cols.plausible(line, max_review_bytes);
     let expect = Expect {
         fields: cols.names.len(),
@@ -91,9 +95,13 @@ struct Columns {
 
 impl Columns {
     /// Reads the header row, which must name restaurant_id, review_id and text.
-    fn read<R: BufRead>(records: &mut Records<'_, R>, path: &Path) -> Result<Self, IngestError> {
+    /// `None` for a file without a single line.
+    fn read<R: BufRead>(
+        records: &mut Records<'_, R>,
+        path: &Path,
+    ) -> Result<Option<Self>, IngestError> {
         let header = match records.next(None)? {
-            None => return Err(unusable(path, "the file is empty: no header row".into())),
+            None => return Ok(None),
             Some(Framed::Broken { reason, .. }) => {
                 return Err(unusable(
                     path,
@@ -120,7 +128,7 @@ impl Columns {
             ));
         };
         let (rating, created_at, lang) = (col("rating"), col("created_at"), col("lang"));
-        Ok(Self {
+        Ok(Some(Self {
             names,
             restaurant_id,
             review_id,
@@ -128,7 +136,7 @@ impl Columns {
             rating,
             created_at,
             lang,
-        })
+        }))
     }
 
     /// Whether `line` is on its own a complete record with every field valid: such a line

@@ -54,6 +54,8 @@ pub enum IngestError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: stopped by a signal at line {line}; the rows before it are stored")]
+    Stopped { path: PathBuf, line: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -62,6 +64,9 @@ pub enum IngestError {
 pub struct IngestOptions {
     pub max_review_bytes: usize,
     pub rejects_dir: PathBuf,
+    /// Stops the file at the next row (SIGTERM): the rows read so far stay stored, and the
+    /// file's next ingest carries on (the stored rows are unchanged).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// What one file's ingest did.
@@ -167,6 +172,7 @@ pub struct Sink<'db> {
     rejects_path: PathBuf,
     rejects: Option<BufWriter<File>>,
     report: IngestReport,
+    stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 impl<'db> Sink<'db> {
@@ -181,6 +187,7 @@ impl<'db> Sink<'db> {
                 file: path.into(),
                 ..Default::default()
             },
+            stop: opts.stop.clone(),
         }
     }
 
@@ -193,6 +200,12 @@ impl<'db> Sink<'db> {
     ) -> Result<(), IngestError> {
         let lines = lines.into();
         let line = lines.first;
+        if self.stop.as_ref().is_some_and(|s| s.is_cancelled()) {
+            return Err(IngestError::Stopped {
+                path: self.report.file.clone(),
+                line,
+            });
+        }
         let review = match validate(row, self.max_review_bytes) {
             Ok(r) => r,
             Err(reason) => return self.reject(lines, &reason, raw),
