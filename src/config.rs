@@ -24,10 +24,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("job file {path} is invalid: {source}")]
+    /// Names the line and column but does not quote the line: it may hold a key, and the
+    /// error goes to cron mail and logs.
+    #[error("job file {path} is invalid at line {line}, column {column}: {message}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -105,9 +109,15 @@ impl JobFile {
             path: path.into(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.into(),
-            source: Box::new(source),
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text[..at];
+            ConfigError::Parse {
+                path: path.into(),
+                line: before.matches('\n').count() + 1,
+                column: before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1,
+                message: e.message().trim().to_string(),
+            }
         })
     }
 
@@ -206,6 +216,36 @@ mod tests {
             let c = Config::validate(f).unwrap();
             assert!(!c.job.inputs.is_empty(), "{job} has inputs");
         }
+    }
+
+    #[test]
+    fn a_toml_error_names_its_line_but_never_quotes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.toml");
+        std::fs::write(&p, "[llm]\nmodel = \"m\"\napi_key = \"sk-live-123\" oops\n").unwrap();
+        let e = JobFile::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("line 3"), "{e}");
+        assert!(!e.contains("sk-live-123"), "{e}");
+    }
+
+    #[test]
+    fn credentials_never_reach_the_recorded_or_printed_configuration() {
+        let mut f = JobFile::default();
+        f.llm.endpoints = vec!["https://bob:pw-123@llm.example/v1".into()];
+        f.llm.api_key = Some(Secret::new("sk-live-123"));
+        let c = Config::validate(f).unwrap();
+        for shown in [c.record(), format!("{c:?}")] {
+            assert!(
+                !shown.contains("pw-123") && !shown.contains("sk-live-123"),
+                "{shown}"
+            );
+        }
+        assert!(c.record().contains("https://***@llm.example/v1"));
+        assert_eq!(
+            c.llm.endpoints,
+            ["https://bob:pw-123@llm.example/v1"],
+            "still sent"
+        );
     }
 
     #[test]

@@ -225,12 +225,41 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// `url` with any credentials in it (`http://user:pass@host/…`) replaced by `***`: what is
+/// stored or logged of an endpoint.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 /// Longest error text stored or logged: a server's error body or a model's reply quoted in an
 /// error can be megabytes.
 pub const MAX_ERROR_CHARS: usize = 2000;
 
-/// `text` cut to [`MAX_ERROR_CHARS`] characters, saying how much was cut.
+/// `text` cut to [`MAX_ERROR_CHARS`] characters, saying how much was cut, with credentials in
+/// any URL in it redacted (an HTTP client's error names the URL it failed on).
 pub fn cap_text(text: &str) -> String {
+    let redacted;
+    let text = if text.contains("://") && text.contains('@') {
+        redacted = text
+            .split_inclusive(|c: char| c.is_whitespace() || matches!(c, '(' | ')' | '"' | '\''))
+            .map(|w| {
+                let url = w.trim_end_matches(|c: char| {
+                    c.is_whitespace() || matches!(c, '(' | ')' | '"' | '\'')
+                });
+                format!("{}{}", redact_url(url), &w[url.len()..])
+            })
+            .collect::<String>();
+        &redacted
+    } else {
+        text
+    };
     match text.char_indices().nth(MAX_ERROR_CHARS) {
         None => text.to_string(),
         Some((at, _)) => format!("{}… ({} more bytes cut)", &text[..at], text.len() - at),
@@ -328,6 +357,21 @@ mod tests {
         assert_eq!(format!("{s} {s:?}"), "*** ***");
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"***\"");
         assert_eq!(s.expose(), "sk-123");
+    }
+
+    #[test]
+    fn credentials_in_an_endpoint_url_are_redacted() {
+        assert_eq!(
+            redact_url("https://bob:s3cret@llm.example:8000/v1"),
+            "https://***@llm.example:8000/v1"
+        );
+        assert_eq!(redact_url("http://tok@h/v1?x=a@b"), "http://***@h/v1?x=a@b");
+        assert_eq!(redact_url("http://h:8000/v1"), "http://h:8000/v1");
+        assert_eq!(redact_url("not a url"), "not a url");
+        assert_eq!(
+            cap_text("error sending request for url (http://u:p@h:1/v1/models): refused"),
+            "error sending request for url (http://***@h:1/v1/models): refused"
+        );
     }
 
     #[test]

@@ -20,6 +20,8 @@ use crate::metrics::RequestMetrics;
 
 struct Endpoint {
     url: String,
+    /// The URL as stored and logged: credentials redacted.
+    shown: String,
     config: OpenAIConfig,
 }
 
@@ -115,6 +117,7 @@ impl OpenAiClient {
                 }
                 Endpoint {
                     url: url.clone(),
+                    shown: crate::domain::redact_url(url),
                     config: c,
                 }
             })
@@ -144,10 +147,14 @@ impl OpenAiClient {
         let mut errors = Vec::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             match self.models_answer(ep).await {
-                Ok(()) => up.push(ep.url.clone()),
+                Ok(()) => up.push(ep.shown.clone()),
                 Err(e) => {
                     self.sched.eject(i);
-                    errors.push(format!("{}: {e}", ep.url));
+                    errors.push(format!(
+                        "{}: {}",
+                        ep.shown,
+                        crate::domain::cap_text(&e.to_string())
+                    ));
                 }
             }
         }
@@ -230,7 +237,7 @@ impl OpenAiClient {
                 kind: req.kind,
                 attempt: req.attempt,
                 retry: metrics.len() as u32,
-                endpoint: ep.url.clone(),
+                endpoint: ep.shown.clone(),
                 model: model.to_string(),
                 priority: self.send_priority.then(|| priority(req)),
                 est_prefill_tokens: req.prefill_tokens,
@@ -240,7 +247,7 @@ impl OpenAiClient {
             let a = self.once(ep, &body).await;
             let transient = matches!(&a.result, Err(e) if e.class() == ErrorClass::Transient);
             if let Some(d) = self.sched.report(slot.endpoint, !transient) {
-                tracing::warn!(endpoint = %ep.url, eject_s = d.as_secs(), "endpoint keeps failing; ejected");
+                tracing::warn!(endpoint = %ep.shown, eject_s = d.as_secs(), "endpoint keeps failing; ejected");
             }
             drop(slot);
             metrics.push(metrics_row(id, &a));

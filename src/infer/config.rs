@@ -11,10 +11,12 @@ use super::schedule::{Order, ScheduleConfig};
 use crate::domain::Secret;
 use crate::plan::MaxTokens;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LlmConfig {
-    /// OpenAI-compatible base URLs, e.g. `http://10.0.0.5:8000/v1`.
+    /// OpenAI-compatible base URLs, e.g. `http://10.0.0.5:8000/v1`. Credentials in one
+    /// (`https://user:pass@host/v1`) are sent, but stored and logged as `***`.
+    #[serde(serialize_with = "redacted")]
     pub endpoints: Vec<String>,
     /// Model name sent in each request (vLLM's `--served-model-name`).
     pub model: String,
@@ -121,6 +123,18 @@ impl Default for LlmConfig {
 pub enum FollowUps {
     Concurrent,
     Sequential,
+}
+
+/// As recorded: credentials in the endpoints redacted, the API key as `***`.
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = serde_json::to_string(self).map_err(|_| std::fmt::Error)?;
+        write!(f, "LlmConfig {shown}")
+    }
+}
+
+fn redacted<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| crate::domain::redact_url(u)))
 }
 
 fn secs(s: f64) -> Duration {

@@ -148,7 +148,7 @@ pub async fn run(
                     .into_iter()
                     .filter(|(name, _, _)| keep(name))
                     .map(|(name, labels, value)| Sample {
-                        source: ep.clone(),
+                        source: crate::domain::redact_url(ep),
                         at: at.clone(),
                         name,
                         labels,

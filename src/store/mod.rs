@@ -63,19 +63,42 @@ impl Db {
                 source,
             })?;
         }
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open_once(path) {
+                // Two processes opening a fresh file at once: switching it to WAL can be
+                // refused at once (SQLITE_BUSY without the busy handler); try again.
+                Err(StoreError::Sqlite(e) | StoreError::Open { source: e, .. })
+                    if busy(&e) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(fastrand::u64(5..50)));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> Result<Self, StoreError> {
         let mut conn = Connection::open(path).map_err(|source| StoreError::Open {
             path: path.into(),
             source,
         })?;
         // The busy timeout first: switching a fresh file to WAL takes a write lock that a
         // second process opening it at the same moment must wait for, not fail on.
-        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn })
     }
+}
+
+/// How long a statement waits for another process's write lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn busy(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
 }
 
 type Job = Box<dyn FnOnce(&mut Db) + Send>;
