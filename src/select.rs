@@ -5,7 +5,6 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::domain::StoredReview;
 use crate::index::{IndexError, Selection, VectorIndex};
 
 /// The job file's `[select]` section.
@@ -55,25 +54,22 @@ pub async fn select(
     index: &dyn VectorIndex,
     restaurant_id: &str,
     cfg: SelectConfig,
-    all: &[StoredReview],
-) -> Result<Vec<StoredReview>, IndexError> {
+    known: &[String],
+) -> Result<Vec<String>, IndexError> {
     let selection: Selection = index
         .select(restaurant_id, cfg.k, cfg.diverse, cfg.lambda)
         .await?;
     Ok(selection
         .review_ids()
-        .filter_map(|id| all.iter().find(|r| r.review_id == id).cloned())
+        .filter(|id| known.binary_search_by(|k| k.as_str().cmp(id)).is_ok())
+        .map(str::to_string)
         .collect())
 }
 
 /// The reviews the sentiment aggregate is taken over: all of `all` up to `cap`, else a uniform
 /// random sample of `cap`, drawn with a seed from the restaurant's id so that a re-run of the
 /// same input labels the same reviews. In review-id order.
-pub fn sentiment_sample(
-    restaurant_id: &str,
-    all: &[StoredReview],
-    cap: usize,
-) -> Vec<StoredReview> {
+pub fn sentiment_sample<T: Clone>(restaurant_id: &str, all: &[T], cap: usize) -> Vec<T> {
     if all.len() <= cap {
         return all.to_vec();
     }
@@ -95,6 +91,7 @@ pub fn sentiment_sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::StoredReview;
 
     fn reviews(n: usize) -> Vec<StoredReview> {
         (0..n)

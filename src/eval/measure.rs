@@ -106,7 +106,11 @@ pub async fn restaurant(
     for _ in 1..repeats {
         again.push(label_all(p, restaurant_id, all.clone()).await);
     }
-    let selected = select(p.index.as_ref(), restaurant_id, p.cfg.select, &all).await?;
+    let ids: Vec<String> = all.iter().map(|r| r.review_id.clone()).collect();
+    let picked = select(p.index.as_ref(), restaurant_id, p.cfg.select, &ids).await?;
+    let selected: Vec<StoredReview> = (picked.iter())
+        .filter_map(|id| all.iter().find(|r| &r.review_id == id).cloned())
+        .collect();
     let s = p.cfg.select;
     let picks = p
         .index

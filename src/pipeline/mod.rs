@@ -155,28 +155,39 @@ impl Pipeline {
             .get_or_try_init(|| self.llm.ready())
             .await
             .context("the LLM server is not answering")?;
-        let all = self
-            .store
-            .restaurant_reviews(r.restaurant_id.clone())
-            .await?;
-        let selected = select(self.index.as_ref(), &r.restaurant_id, self.cfg.select, &all).await?;
+        let id = &r.restaurant_id;
+        // Every review's id, but only the texts the prompts show: memory and tokenising follow
+        // the selection and the sample, not the restaurant's size.
+        let (ids, chars_all) = self.store.restaurant_review_ids(id.clone()).await?;
+        let selected = select(self.index.as_ref(), id, self.cfg.select, &ids).await?;
         if selected.is_empty() {
             anyhow::bail!("no embedded reviews to select from");
         }
-        let cap = self.cfg.select.sentiment_sample;
-        let sample = sentiment_sample(&r.restaurant_id, &all, cap);
-        let plan = self.planner.plan(&r.restaurant_id, &selected, &sample);
+        let sampled = sentiment_sample(id, &ids, self.cfg.select.sentiment_sample);
+        let mut wanted: Vec<String> = selected.iter().chain(&sampled).cloned().collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let fetched = self.store.reviews_by_ids(id.clone(), wanted).await?;
+        let of = |ids: &[String]| -> Vec<StoredReview> {
+            let by_id = |i: &String| fetched.iter().find(|rv| &rv.review_id == i).cloned();
+            ids.iter().filter_map(by_id).collect()
+        };
+        let (selected, sample) = (of(&selected), of(&sampled));
+        let plan = self.planner.plan(id, &selected, &sample);
         let conduct = Conduct::from(&self.cfg.llm);
-        let outcomes = analyse_plan(self.llm.as_ref(), &plan, conduct, all.len()).await;
+        let outcomes = analyse_plan(self.llm.as_ref(), &plan, conduct, ids.len()).await;
         let tokens = |rs: &[StoredReview]| -> u64 {
             rs.iter()
                 .map(|rv| self.planner.counter.count(&rv.text))
                 .sum()
         };
+        // All reviews' tokens, estimated from their characters at the fetched reviews' rate.
+        let chars_fetched: usize = fetched.iter().map(|rv| rv.text.chars().count()).sum();
+        let per_char = tokens(&fetched) as f64 / chars_fetched.max(1) as f64;
         let coverage = Coverage {
-            reviews_total: all.len(),
+            reviews_total: ids.len(),
             reviews_selected: selected.len(),
-            est_tokens_all_reviews: tokens(&all),
+            est_tokens_all_reviews: (chars_all as f64 * per_char).round() as u64,
             est_tokens_selected: tokens(&selected),
         };
         let results = Arc::new(restaurant_results(key, outcomes, coverage, self.cfg.sla));

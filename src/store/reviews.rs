@@ -75,6 +75,44 @@ impl Db {
             .optional()?)
     }
 
+    /// A restaurant's review ids, in order, and the characters of all its texts: what an
+    /// analysis needs of every review, without holding every text in memory.
+    pub fn restaurant_review_ids(&self, id: &str) -> Result<(Vec<String>, u64), StoreError> {
+        let mut q = self.conn.prepare_cached(
+            "SELECT review_id, length(text) FROM reviews WHERE restaurant_id = ?1 ORDER BY review_id",
+        )?;
+        let mut chars = 0u64;
+        let ids = q.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let ids = ids
+            .map(|row| row.map(|(id, n)| (id, chars += n.max(0) as u64).0))
+            .collect::<Result<_, _>>()?;
+        Ok((ids, chars))
+    }
+
+    /// The reviews of `ids` (of one restaurant), in review-id order.
+    pub fn reviews_by_ids(
+        &self,
+        id: &str,
+        ids: &[String],
+    ) -> Result<Vec<StoredReview>, StoreError> {
+        let wanted = serde_json::to_string(ids).unwrap_or_default();
+        let mut q = self.conn.prepare_cached(
+            "SELECT review_id, text, content_hash, lang, rating FROM reviews
+             WHERE restaurant_id = ?1 AND review_id IN (SELECT value FROM json_each(?2))
+             ORDER BY review_id",
+        )?;
+        let rows = q.query_map(rusqlite::params![id, wanted], |r| {
+            Ok(StoredReview {
+                review_id: r.get(0)?,
+                text: r.get(1)?,
+                content_hash: r.get(2)?,
+                lang: r.get(3)?,
+                rating: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     pub fn restaurant_reviews(&self, id: &str) -> Result<Vec<StoredReview>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT review_id, text, content_hash, lang, rating FROM reviews
@@ -170,6 +208,21 @@ impl Store {
         self.call(move |db| db.restaurant(&id)).await
     }
 
+    pub async fn restaurant_review_ids(
+        &self,
+        id: String,
+    ) -> Result<(Vec<String>, u64), StoreError> {
+        self.call(move |db| db.restaurant_review_ids(&id)).await
+    }
+
+    pub async fn reviews_by_ids(
+        &self,
+        id: String,
+        ids: Vec<String>,
+    ) -> Result<Vec<StoredReview>, StoreError> {
+        self.call(move |db| db.reviews_by_ids(&id, &ids)).await
+    }
+
     pub async fn restaurant_reviews(&self, id: String) -> Result<Vec<StoredReview>, StoreError> {
         self.call(move |db| db.restaurant_reviews(&id)).await
     }
@@ -216,6 +269,35 @@ pub fn from_blob(b: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_analysis_reads_every_id_but_only_the_texts_it_shows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Db::open(&dir.path().join("t.db")).unwrap();
+        let mut w = db.ingest_writer().unwrap();
+        for i in 0..300 {
+            let text = format!("review {i:03} {}", "x".repeat(1000));
+            let r = crate::domain::Review {
+                restaurant_id: "big".into(),
+                review_id: format!("v{i:03}"),
+                content_hash: crate::domain::sha256_hex(text.as_bytes()),
+                text,
+                rating: None,
+                created_at: None,
+                lang: None,
+            };
+            w.upsert(&r, "t", i + 1).unwrap();
+        }
+        w.finish().unwrap();
+        let (ids, chars) = db.restaurant_review_ids("big").unwrap();
+        assert_eq!(ids.len(), 300);
+        assert_eq!(chars, 300 * 1011);
+        let wanted = vec!["v007".to_string(), "v250".into(), "nope".into()];
+        let got = db.reviews_by_ids("big", &wanted).unwrap();
+        let got: Vec<&str> = got.iter().map(|r| r.review_id.as_str()).collect();
+        assert_eq!(got, ["v007", "v250"]);
+        assert!(db.reviews_by_ids("other", &wanted).unwrap().is_empty());
+    }
 
     #[test]
     fn blob_round_trip_is_exact() {
