@@ -32,10 +32,13 @@ pub enum Command {
     /// Read CSV or JSONL review files into the database; bad rows go to a rejects file.
     Ingest(IngestArgs),
     /// Ingest the job's inputs, then analyse every restaurant whose reviews changed since its last
-    /// successful analysis. Exit codes: 0 all done, 1 error, 3 some analyses failed validation,
-    /// 4 another run holds the database lock, 130 interrupted.
+    /// successful analysis. Exit codes: 0 all done, 1 error (or gave up: every endpoint down),
+    /// 3 some analyses failed (invalid output or request errors) or an input was unusable,
+    /// 4 another palate process holds the database lock, 5 stopped at the job's deadline,
+    /// 130 interrupted.
     Run(RunArgs),
-    /// Analyse one restaurant (already ingested) and print its three results.
+    /// Analyse one restaurant (already ingested) and print its three results. Exit codes as
+    /// for `run`.
     Analyze(AnalyzeArgs),
     /// A run's metrics: a table (throughput, goodput, SLA compliance, latency percentiles, token
     /// savings, cost, failures), an HTML page of charts, or goodput per day.
@@ -190,7 +193,7 @@ pub struct JobArgs {
     /// SQLite database path.
     #[arg(long, env = "PALATE_DATABASE")]
     pub database: Option<PathBuf>,
-    /// Folder for `<input>.rejects.jsonl` files.
+    /// Folder for `<input>.<hash of its path>.rejects.jsonl` files.
     #[arg(long, env = "PALATE_REJECTS_DIR")]
     pub rejects_dir: Option<PathBuf>,
     /// Input files (replace the job's list).

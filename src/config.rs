@@ -61,7 +61,7 @@ pub struct JobSection {
     pub database: PathBuf,
     /// CSV or JSONL review files ingested at the start of `palate run`.
     pub inputs: Vec<PathBuf>,
-    /// Folder for `<input>.rejects.jsonl` files.
+    /// Folder for `<input>.<hash of its path>.rejects.jsonl` files.
     pub rejects_dir: PathBuf,
     /// Reviews longer than this (bytes of UTF-8) are rejected at ingest.
     pub max_review_bytes: usize,
@@ -70,8 +70,8 @@ pub struct JobSection {
     /// Minutes a run may take: then it starts no more restaurants, stores those in flight, and
     /// exits 5; the next run resumes. Unset: no limit.
     pub deadline_min: Option<f64>,
-    /// Restaurants in a row that fail only for request errors (every endpoint down) before
-    /// the run gives up, marks itself failed and exits 1, releasing the lock for the next run.
+    /// Restaurants in a row that fail only for request or database errors (every endpoint
+    /// down, a full disk) before the run gives up, marks itself failed and exits 1, releasing the lock for the next run.
     pub max_failed_in_a_row: usize,
 }
 

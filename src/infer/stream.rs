@@ -57,10 +57,12 @@ struct Timings {
     cache_n: Option<u64>,
 }
 
+/// vLLM's per-request `metrics` (`--enable-per-request-metrics`; its
+/// `docs/features/per_request_metrics.md`). `time_to_first_token_ms` counts from when the
+/// request was scheduled, after `queue_time_ms`: it is the prefill.
 #[derive(Debug, Deserialize)]
 struct ServerMetrics {
     queue_time_ms: Option<f64>,
-    prefill_time_ms: Option<f64>,
     time_to_first_token_ms: Option<f64>,
     generation_time_ms: Option<f64>,
 }
@@ -101,9 +103,7 @@ impl Measured {
         }
         if let Some(sm) = &chunk.metrics {
             self.server_queue_ms = sm.queue_time_ms;
-            self.server_prompt_ms = sm
-                .prefill_time_ms
-                .or_else(|| Some(sm.time_to_first_token_ms? - sm.queue_time_ms.unwrap_or(0.0)));
+            self.server_prompt_ms = sm.time_to_first_token_ms;
             self.server_decode_ms = sm.generation_time_ms;
         }
     }
@@ -165,4 +165,26 @@ async fn read(
         finish_reason: m.finish_reason.clone(),
         model: String::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vllms_ttft_metric_is_the_prefill_not_minus_the_queue() {
+        // The usage chunk vLLM sends with --enable-per-request-metrics.
+        let chunk: Chunk = serde_json::from_value(serde_json::json!({
+            "id": "cmpl-1", "choices": [],
+            "usage": {"prompt_tokens": 900, "completion_tokens": 40, "total_tokens": 940},
+            "metrics": {"time_to_first_token_ms": 180.0, "generation_time_ms": 820.0,
+                        "queue_time_ms": 60.0, "mean_itl_ms": 21.0, "tokens_per_second": 40.0}
+        }))
+        .unwrap();
+        let mut m = Measured::default();
+        m.add(&chunk);
+        assert_eq!(m.server_queue_ms, Some(60.0));
+        assert_eq!(m.server_prompt_ms, Some(180.0));
+        assert_eq!(m.server_decode_ms, Some(820.0));
+    }
 }

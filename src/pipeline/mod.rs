@@ -241,7 +241,7 @@ impl Breaker {
         self.last = why.to_string();
         if self.in_a_row >= self.limit && self.tripped.is_none() {
             self.tripped = Some(format!(
-                "{} restaurants in a row failed for request errors; the last: {}",
+                "{} restaurants in a row failed for request or database errors; the last: {}",
                 self.in_a_row,
                 cap_text(&self.last)
             ));

@@ -73,9 +73,13 @@ impl Sse {
                             "usage": {"prompt_tokens": d.prompt_tokens, "completion_tokens": d.completion_tokens,
                                       "total_tokens": d.prompt_tokens + d.completion_tokens,
                                       "prompt_tokens_details": {"cached_tokens": d.cached_tokens}},
-                            "metrics": {"queue_time_ms": d.queue_ms, "prefill_time_ms": d.prefill_ms,
-                                        "time_to_first_token_ms": d.queue_ms + d.prefill_ms,
-                                        "generation_time_ms": d.decode_ms}});
+                            // vLLM's per-request metrics (`--enable-per-request-metrics`):
+                            // its TTFT counts from when the request was scheduled.
+                            "metrics": {"queue_time_ms": d.queue_ms,
+                                        "time_to_first_token_ms": d.prefill_ms,
+                                        "generation_time_ms": d.decode_ms,
+                                        "mean_itl_ms": d.decode_ms / (d.completion_tokens.max(2) - 1) as f64,
+                                        "tokens_per_second": d.completion_tokens as f64 * 1000.0 / (d.prefill_ms + d.decode_ms).max(1e-9)}});
                         v.push(Self::event(&usage));
                     }
                     v.push(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))));
