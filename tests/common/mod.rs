@@ -51,9 +51,13 @@ pub struct LlamaServer {
 
 impl LlamaServer {
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// On `port`: a server started again where palate already points.
+    pub fn start_on(port: u16) -> Self {
         let python = require(&cache().join("llm/venv/bin/python"));
         let model = require(&cache().join("llm/smollm2-135m-instruct-q4_1.gguf"));
-        let port = free_port();
         let log =
             std::fs::File::create(std::env::temp_dir().join(format!("palate-llama-{port}.log")))
                 .unwrap();
@@ -82,6 +86,20 @@ impl LlamaServer {
         let server = Self { child, base_url };
         server.wait_healthy(Duration::from_secs(180));
         server
+    }
+
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches("/v1").parse().ok())
+            .unwrap()
+    }
+
+    /// SIGKILL, as a crash or an OOM kill would.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn wait_healthy(&self, limit: Duration) {
