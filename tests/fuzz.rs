@@ -233,6 +233,7 @@ fn fuzz_the_models_json_through_validation() {
         let expect = Expect {
             language: req.language,
             labels: None,
+            instructions: &req.messages[0].content,
         };
         let checked = validate(kind, &reply(answer.into()), &req.refs, expect);
         assert!(checked.is_ok(), "{kind:?}: {checked:?}");

@@ -194,6 +194,7 @@ async fn unit(
     let expect = Expect {
         language: req.language,
         labels,
+        instructions: req.messages.first().map_or("", |m| m.content.as_str()),
     };
     let started = Instant::now();
     let mut chat = ChatRequest {

@@ -107,6 +107,9 @@ pub struct Expect<'a> {
     pub language: &'a str,
     /// The sentiment step's label of each review, by review id, when it has one.
     pub labels: Option<&'a HashMap<String, Label>>,
+    /// The instructions the model was given (the system text): an answer copying them says
+    /// nothing about the restaurant.
+    pub instructions: &'a str,
 }
 
 /// Aspects are an object keyed by aspect name, so no aspect can appear twice.
@@ -196,6 +199,11 @@ fn review_ref<'a>(
 /// Says something specific, in the requested language.
 fn prose(field: &str, text: &str, expect: Expect<'_>) -> Result<(), ValidationError> {
     specific(field, text)?;
+    if text::copies(text, expect.instructions) {
+        return Err(ValidationError::PromptEcho {
+            field: field.to_string(),
+        });
+    }
     in_language(field, text, expect.language)
 }
 
@@ -332,7 +340,37 @@ mod tests {
         Expect {
             language: "Korean",
             labels: None,
+            instructions: "You analyse customer reviews of one restaurant for a restaurant app.",
         }
+    }
+
+    #[test]
+    fn an_answer_that_echoes_the_instructions_is_refused() {
+        let echo = r#"{"summary":"You analyse customer reviews of one restaurant for a restaurant app.","aspects":{}}"#;
+        let e = validate(
+            Kind::Summary,
+            &reply(echo),
+            &refs(),
+            Expect {
+                language: "English",
+                ..ko()
+            },
+        );
+        assert_eq!(
+            e.unwrap_err().group(),
+            "invalid output: degenerate: echoes the prompt"
+        );
+        let own = r#"{"summary":"Reviewers praise the broth and find the restaurant app menu clear.","aspects":{"food":{"sentiment":"positive","summary":"The broth is praised."}}}"#;
+        let ok = validate(
+            Kind::Summary,
+            &reply(own),
+            &refs(),
+            Expect {
+                language: "English",
+                ..ko()
+            },
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 
     fn check(kind: Kind, s: &str) -> Result<Value, ValidationError> {

@@ -93,6 +93,18 @@ pub fn specific(field: &str, text: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// `text` repeats six words in a row of `source` (the model's instructions, which a small model
+/// echoes as its answer).
+pub fn copies(text: &str, source: &str) -> bool {
+    const RUN: usize = 6;
+    let source = words(source);
+    if source.len() < RUN {
+        return false;
+    }
+    let runs: std::collections::HashSet<&[String]> = source.windows(RUN).collect();
+    words(text).windows(RUN).any(|w| runs.contains(w))
+}
+
 /// A phrase of three words said three times, or long text of few distinct words.
 fn loops(w: &[String]) -> bool {
     let mut seen = std::collections::HashMap::new();
