@@ -29,6 +29,10 @@ use crate::plan::Planner;
 use crate::select::{select, sentiment_sample};
 use crate::store::{RestaurantResults, RestaurantRow, ResultSink, Store, StoreError};
 
+/// What a restaurant fails with when no endpoint answered the warm-up: the run gives up at
+/// once, as it cannot analyse anything.
+const NOT_ANSWERING: &str = "the LLM server is not answering";
+
 /// Restaurants read from the store per page.
 const PAGE: usize = 500;
 
@@ -154,7 +158,7 @@ impl Pipeline {
         self.ready
             .get_or_try_init(|| self.llm.ready())
             .await
-            .context("the LLM server is not answering")?;
+            .context(NOT_ANSWERING)?;
         let id = &r.restaurant_id;
         // Every review's id, but only the texts the prompts show: memory and tokenising follow
         // the selection and the sample, not the restaurant's size.
@@ -233,6 +237,9 @@ impl Breaker {
 
     /// A restaurant that could not be analysed at all (no server, database error).
     fn error(&mut self, e: &str) {
+        if e.starts_with(NOT_ANSWERING) && self.tripped.is_none() {
+            self.tripped = Some(cap_text(e));
+        }
         self.failed(e);
     }
 

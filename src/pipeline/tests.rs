@@ -280,3 +280,41 @@ async fn a_strength_quoted_from_a_review_labelled_negative_is_refused() {
         "the repair was asked for"
     );
 }
+
+#[test]
+fn the_breaker_trips_after_restaurants_failing_only_for_request_errors_in_a_row() {
+    let failed = |class| {
+        let analyses = (0..3)
+            .map(|_| crate::metrics::AnalysisMetrics {
+                failure: Some(crate::domain::Failure {
+                    class,
+                    group: "g".into(),
+                    message: "HTTP 503: down".into(),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        RestaurantResults {
+            key: key(),
+            rows: Vec::new(),
+            analyses,
+            requests: Vec::new(),
+            sla: Sla::default(),
+        }
+    };
+    let mut b = Breaker::new(3);
+    b.restaurant(&failed(ErrorClass::Transient));
+    b.restaurant(&failed(ErrorClass::InvalidOutput)); // the model answered: the fleet is up
+    b.restaurant(&failed(ErrorClass::Transient));
+    b.error("sqlite: disk I/O error");
+    assert!(b.tripped.is_none());
+    b.restaurant(&failed(ErrorClass::Permanent));
+    let why = b.tripped.unwrap();
+    assert!(
+        why.starts_with("3 restaurants in a row") && why.contains("503"),
+        "{why}"
+    );
+    let mut b = Breaker::new(8);
+    b.error("the LLM server is not answering: no LLM endpoint answered GET /models");
+    assert!(b.tripped.is_some(), "no server at all: at once");
+}
