@@ -94,12 +94,20 @@ async fn kill_9_at_random_moments_then_a_rerun_leaves_one_settled_result_per_ana
     let sim = sim(2.0, FaultPlan::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let job = job(dir.path(), &sim.url, "");
+    // How long a whole forced run takes here (after a first run that embeds): the kills land
+    // uniformly within it, whatever the machine's speed.
+    let (code, out, err) = palate(&["run", "--job", &job]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let t = Instant::now();
+    let (code, _, _) = palate(&["run", "--job", &job, "--force"]).await;
+    assert_eq!(code, 0);
+    let whole = t.elapsed().as_millis() as u64;
     let mut rng = fastrand::Rng::with_seed(20261130);
     let trials = 24;
     let mut killed_after = Vec::new();
     for _ in 0..trials {
         let mut child = spawn(&["run", "--job", &job, "--force"]);
-        let at = Duration::from_millis(rng.u64(50..6000));
+        let at = Duration::from_millis(rng.u64(50..whole * 9 / 10));
         std::thread::sleep(at);
         let finished = child.try_wait().unwrap().is_some();
         child.kill().unwrap(); // SIGKILL
@@ -109,7 +117,7 @@ async fn kill_9_at_random_moments_then_a_rerun_leaves_one_settled_result_per_ana
         }
     }
     eprintln!(
-        "kill -9 trials: {trials}, killed mid-run: {} (at ms {killed_after:?})",
+        "kill -9 trials: {trials} (a whole run: {whole} ms), killed mid-run: {} (at ms {killed_after:?})",
         killed_after.len()
     );
     assert!(killed_after.len() >= 20, "at least 20 kills landed mid-run");
