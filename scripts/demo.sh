@@ -40,7 +40,9 @@ for _ in $(seq 1 240); do
 done
 
 P=./target/release/palate
-JOB=(--job jobs/demo.toml --endpoint "http://127.0.0.1:$PORT/v1" --model "$NAME")
+# The embedding assets where scripts/setup.sh put them (PALATE_CACHE may move them).
+JOB=(--job jobs/demo.toml --endpoint "http://127.0.0.1:$PORT/v1" --model "$NAME"
+  --embed-model-dir "$CACHE/models/me5" --ort-dylib "$CACHE/onnxruntime/libonnxruntime.so.1.24.4")
 set +e
 $P run "${JOB[@]}" ${ARGS[@]+"${ARGS[@]}"}
 code=$?
