@@ -31,5 +31,6 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 ./target/release/palate eval --job jobs/eval.toml --endpoint "http://127.0.0.1:$PORT/v1" --model "$NAME" \
+  --embed-model-dir "$CACHE/models/me5" --ort-dylib "$CACHE/onnxruntime/libonnxruntime.so.1.24.4" \
   --json "out/eval-$MODEL.json" "$@" | tee "out/eval-$MODEL.md"
 "$CACHE/llm/venv/bin/python" scripts/vader_baseline.py | tee out/vader.json
