@@ -101,15 +101,7 @@ impl Db {
              WHERE restaurant_id = ?1 AND review_id IN (SELECT value FROM json_each(?2))
              ORDER BY review_id",
         )?;
-        let rows = q.query_map(rusqlite::params![id, wanted], |r| {
-            Ok(StoredReview {
-                review_id: r.get(0)?,
-                text: r.get(1)?,
-                content_hash: r.get(2)?,
-                lang: r.get(3)?,
-                rating: r.get(4)?,
-            })
-        })?;
+        let rows = q.query_map(rusqlite::params![id, wanted], stored_review)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -118,15 +110,7 @@ impl Db {
             "SELECT review_id, text, content_hash, lang, rating FROM reviews
              WHERE restaurant_id = ?1 ORDER BY review_id",
         )?;
-        let rows = q.query_map([id], |r| {
-            Ok(StoredReview {
-                review_id: r.get(0)?,
-                text: r.get(1)?,
-                content_hash: r.get(2)?,
-                lang: r.get(3)?,
-                rating: r.get(4)?,
-            })
-        })?;
+        let rows = q.query_map([id], stored_review)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -254,6 +238,17 @@ impl Store {
         self.call(move |db| db.restaurant_vectors(&restaurant_id, &model_id))
             .await
     }
+}
+
+/// A review row selected as `review_id, text, content_hash, lang, rating`.
+fn stored_review(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredReview> {
+    Ok(StoredReview {
+        review_id: r.get(0)?,
+        text: r.get(1)?,
+        content_hash: r.get(2)?,
+        lang: r.get(3)?,
+        rating: r.get(4)?,
+    })
 }
 
 pub fn to_blob(v: &[f32]) -> Vec<u8> {
