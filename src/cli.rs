@@ -47,6 +47,10 @@ pub enum Command {
     /// restaurant aggregate's error against the sample size and its tokens, TOP-K selection
     /// against all reviews, consistency over repeats, MMR diversity (see docs/quality.md).
     Eval(EvalArgs),
+    /// Deliver the results still queued for the app's database (`[sink]`): those a run could
+    /// not deliver because the database was down or refused. Exit 0 when none is left, 3 when
+    /// some still are.
+    Sync(SyncArgs),
     /// Benchmarks whose output states the figures (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchSuite),
@@ -162,6 +166,12 @@ pub struct IngestArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
     pub job: JobArgs,
@@ -226,4 +236,14 @@ pub struct JobArgs {
     /// Bearer token for the LLM endpoints.
     #[arg(long, env = "PALATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// API key of the Qdrant server (`[index] backend = "qdrant"`).
+    #[arg(long, env = "PALATE_QDRANT_API_KEY", hide_env_values = true)]
+    pub qdrant_api_key: Option<String>,
+    /// The app database's URL (`[sink] kind = "mariadb"|"postgres"`); it holds a password.
+    #[arg(long, env = "PALATE_SINK_URL", hide_env_values = true)]
+    pub sink_url: Option<String>,
+    /// This worker's share of the catalogue, `i/n` (0-based): it ingests and analyses only the
+    /// restaurants whose id hashes to shard i. Each worker has its own work database.
+    #[arg(long, env = "PALATE_SHARD")]
+    pub shard: Option<crate::domain::Shard>,
 }

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use crate::cli::JobArgs;
 use crate::domain::Secret;
 use crate::embed::EmbedConfig;
+use crate::index::IndexConfig;
 use crate::infer::LlmConfig;
 use crate::ingest::IngestOptions;
 use crate::metrics::{Cost, ScrapeConfig, Sla};
 use crate::plan::PlanConfig;
 use crate::select::SelectConfig;
+use crate::sink::SinkConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,12 +45,14 @@ pub enum ConfigError {
 pub struct JobFile {
     pub job: JobSection,
     pub embed: EmbedConfig,
+    pub index: IndexConfig,
     pub select: SelectConfig,
     pub llm: LlmConfig,
     pub plan: PlanConfig,
     pub sla: Sla,
     pub cost: Cost,
     pub metrics: ScrapeConfig,
+    pub sink: SinkConfig,
 }
 
 /// The `[job]` section: what the run reads and where it writes.
@@ -73,6 +77,9 @@ pub struct JobSection {
     /// Restaurants in a row that fail only for request or database errors (every endpoint
     /// down, a full disk) before the run gives up, marks itself failed and exits 1, releasing the lock for the next run.
     pub max_failed_in_a_row: usize,
+    /// This worker's share of the catalogue, `"i/n"` (`--shard`): it ingests and analyses only
+    /// the restaurants whose id hashes to shard i, with its own work database.
+    pub shard: Option<crate::domain::Shard>,
 }
 
 impl Default for JobSection {
@@ -86,6 +93,7 @@ impl Default for JobSection {
             restaurant_concurrency: 4,
             deadline_min: None,
             max_failed_in_a_row: 8,
+            shard: None,
         }
     }
 }
@@ -127,6 +135,9 @@ impl JobFile {
         set(&mut job.database, a.database.clone());
         set(&mut job.rejects_dir, a.rejects_dir.clone());
         set(&mut job.restaurant_concurrency, a.restaurant_concurrency);
+        if a.shard.is_some() {
+            job.shard = a.shard;
+        }
         if !a.input.is_empty() {
             job.inputs = a.input.clone();
         }
@@ -141,6 +152,12 @@ impl JobFile {
         set(&mut self.embed.ort_dylib, a.ort_dylib.clone());
         if let Some(k) = &a.api_key {
             self.llm.api_key = Some(Secret::new(k.clone()));
+        }
+        if let Some(k) = &a.qdrant_api_key {
+            self.index.api_key = Some(Secret::new(k.clone()));
+        }
+        if let Some(u) = &a.sink_url {
+            self.sink.url = Some(Secret::new(u.clone()));
         }
     }
 }
@@ -182,6 +199,8 @@ impl Config {
             .and_then(|()| f.plan.validate())
             .and_then(|()| f.select.validate())
             .and_then(|()| f.embed.validate())
+            .and_then(|()| f.index.validate())
+            .and_then(|()| f.sink.validate())
             .map_err(ConfigError::Invalid)?;
         Ok(Self(f))
     }
@@ -191,6 +210,7 @@ impl Config {
             max_review_bytes: self.job.max_review_bytes,
             rejects_dir: self.job.rejects_dir.clone(),
             stop: None,
+            shard: self.job.shard,
         }
     }
 

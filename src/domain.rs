@@ -289,6 +289,58 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One of `count` workers splitting a catalogue (`--shard index/count`): it takes the
+/// restaurants whose id hashes to `index`, so n workers with the same n take each restaurant
+/// exactly once, with no coordination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+impl Shard {
+    pub fn contains(&self, restaurant_id: &str) -> bool {
+        let d = Sha256::digest(restaurant_id.as_bytes());
+        let mut h = [0u8; 8];
+        h.copy_from_slice(&d[..8]);
+        u64::from_be_bytes(h) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("shard {s:?}: expected i/n with 0 <= i < n, e.g. 0/3");
+        let (i, n) = s.trim().split_once('/').ok_or_else(bad)?;
+        let index: u32 = i.trim().parse().map_err(|_| bad())?;
+        let count: u32 = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl fmt::Display for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Serialize for Shard {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Shard {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A credential (API key, database password): `Debug`, `Display` and `Serialize` print `***`,
 /// so it never reaches a log line, a stored configuration or an error message.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -327,6 +379,23 @@ impl Serialize for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shards_split_restaurants_exactly_once_and_parse_strictly() {
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        let mut sizes = [0; 3];
+        for r in 0..3000 {
+            let id = format!("restaurant-{r}");
+            let owners: Vec<usize> = (0..3).filter(|&i| shards[i].contains(&id)).collect();
+            assert_eq!(owners.len(), 1, "{id}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (900..1100).contains(&n)), "{sizes:?}");
+        for bad in ["3/3", "1", "a/3", "0/0", "-1/2"] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        assert_eq!(" 2 / 5 ".parse::<Shard>().unwrap().to_string(), "2/5");
+    }
 
     #[test]
     fn enums_round_trip_through_their_text() {

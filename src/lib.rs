@@ -48,5 +48,6 @@ pub mod plan;
 pub mod report;
 pub mod select;
 pub mod sim;
+pub mod sink;
 pub mod store;
 pub mod validate;

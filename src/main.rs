@@ -33,6 +33,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(a) => runtime()?.block_on(with_signals(|c| commands::run(a, c))),
         Command::Analyze(a) => runtime()?.block_on(with_signals(|c| commands::analyze(a, c))),
         Command::Eval(a) => runtime()?.block_on(commands::eval(a)),
+        Command::Sync(a) => runtime()?.block_on(commands::sync(a)),
         Command::Bench(BenchSuite::Scheduling(a)) => commands::bench_scheduling(a),
         Command::Report(a) => commands::report(a),
     }

@@ -11,10 +11,11 @@ use palate::index::dot;
 fn cfg() -> EmbedConfig {
     EmbedConfig {
         model_dir: common::embed_model_dir(),
-        model_id: "test".into(),
+        model_id: Some("test".into()),
         ort_dylib: common::ort_dylib(),
         batch_size: 4,
         threads: 1,
+        ..Default::default()
     }
 }
 

@@ -57,6 +57,7 @@ fn setup() -> (tempfile::TempDir, Opened, IngestOptions) {
         max_review_bytes: 4000,
         rejects_dir: dir.path().join("rejects"),
         stop: None,
+        shard: None,
     };
     (dir, conn, opts)
 }

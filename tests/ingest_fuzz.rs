@@ -40,6 +40,7 @@ impl Bench {
             max_review_bytes: 200,
             rejects_dir: dir.path().join("rejects"),
             stop: None,
+            shard: None,
         };
         Self { dir, db, sql, opts }
     }

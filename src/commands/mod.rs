@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs};
+use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs, SyncArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::eval::EvalOptions;
@@ -23,6 +23,29 @@ pub use setup::pipeline;
 
 use lock::{db_lock, locked_out, Lock};
 use setup::ingest_inputs;
+
+/// `palate sync`: delivers what is queued for the app's database, without loading any model.
+pub async fn sync(args: &SyncArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&args.job)?;
+    let Some(_lock) = db_lock(&cfg.job.database, Lock::Exclusive)? else {
+        return Ok(locked_out(&cfg));
+    };
+    if cfg.sink.kind == crate::sink::SinkKind::Sqlite {
+        anyhow::bail!("the job has no app database: set [sink] kind and url (or PALATE_SINK_URL)");
+    }
+    let store = Store::open(&cfg.job.database)?;
+    let sink = crate::sink::open(&cfg.sink, store).await?;
+    let report = sink.deliver_pending().await?.unwrap_or_default();
+    output::line(&format!(
+        "app database: {} restaurants delivered, {} still queued",
+        report.delivered, report.queued
+    ));
+    Ok(if report.queued > 0 {
+        exit::PARTIAL
+    } else {
+        exit::OK
+    })
+}
 
 pub fn ingest(args: &IngestArgs) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&args.job)?;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::lock::{db_lock, locked_out, open_exclusive, Lock};
@@ -82,15 +83,41 @@ async fn run_recorded(
         return Err(Interrupted.into());
     }
     let p = pipeline(cfg, store.clone(), None, &cancel.any).await?;
+    deliver_pending(&p).await?; // what an earlier run could not deliver goes first
     let total = store.restaurant_count().await?;
-    let list = restaurants(store.clone());
+    let shard = p.cfg.job.shard;
+    let list = restaurants(store.clone()).try_filter(move |r| {
+        std::future::ready(shard.is_none_or(|s| s.contains(&r.restaurant_id)))
+    });
     let (status, summary) = analyse(&p, run_id, list, total, args.force, cancel, wall).await?;
     output::summary(&summary);
-    // A file that could not be read is a failure the run status (about analyses) does not show.
+    let undelivered = deliver_pending(&p).await?;
+    // A file that could not be read, or results the app's database has not received, are
+    // failures the run status (about analyses) does not show.
     Ok(match status {
-        RunStatus::Completed if !input_errors.is_empty() => exit::PARTIAL,
+        RunStatus::Completed if !input_errors.is_empty() || undelivered > 0 => exit::PARTIAL,
         s => s.exit_code(),
     })
+}
+
+/// Delivers what is queued for the app's database, if the job has one; how many stay queued.
+pub(super) async fn deliver_pending(p: &Pipeline) -> anyhow::Result<u64> {
+    let Some(r) = p.sink.deliver_pending().await? else {
+        return Ok(0);
+    };
+    if r.delivered > 0 || r.queued > 0 {
+        output::line(&format!(
+            "app database: {} restaurants delivered, {} still queued{}",
+            r.delivered,
+            r.queued,
+            if r.queued > 0 {
+                " (palate sync, or the next run, delivers them)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(r.queued)
 }
 
 /// What stops a run early: a signal (`signal`), or either a signal or the job's deadline

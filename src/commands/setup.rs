@@ -7,8 +7,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::embed::{embed_missing, Embedder, FastEmbedder};
-use crate::index::EmbeddedIndex;
+use crate::embed::embed_missing;
 use crate::infer::OpenAiClient;
 use crate::ingest::{ingest_file, IngestError, IngestOptions, IngestReport};
 use crate::pipeline::Pipeline;
@@ -62,9 +61,9 @@ pub async fn pipeline(
         max: cfg.llm.max_tokens(),
         language: cfg.plan.language,
     };
-    let embedder = FastEmbedder::load(&cfg.embed).await?;
+    let embedder = crate::embed::load(&cfg.embed).await?;
     let t = Instant::now();
-    let n = embed_missing(&store, &embedder, only, EMBED_CHUNK, cancel).await?;
+    let n = embed_missing(&store, embedder.as_ref(), only, EMBED_CHUNK, cancel).await?;
     if cancel.is_cancelled() {
         return Err(Interrupted.into());
     }
@@ -79,10 +78,11 @@ pub async fn pipeline(
     }
     let llm = OpenAiClient::new(&cfg.llm)?;
     let embed_model_id = embedder.model_id().to_string();
-    let index = Arc::new(EmbeddedIndex::new(store.clone(), &embed_model_id));
+    let index = crate::index::open(&cfg.index, store.clone(), &embed_model_id).await?;
+    let sink = crate::sink::open(&cfg.sink, store.clone()).await?;
     Ok(Arc::new(Pipeline {
         cfg,
-        sink: Arc::new(store.clone()),
+        sink,
         store,
         index,
         llm: Arc::new(llm),

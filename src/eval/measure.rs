@@ -120,7 +120,10 @@ pub async fn restaurant(
     let vectors = p
         .store
         .restaurant_vectors(restaurant_id.to_string(), p.embed_model_id.clone())
-        .await?;
+        .await?
+        .into_iter()
+        .map(|v| (v.review_id, v.vector))
+        .collect::<Vec<_>>();
     let mut r = accuracy(restaurant_id, &first);
     r.caps = caps(p, restaurant_id, &first, opts);
     r.selection = selection_error(p, &first, &selected, r.true_positive_share);

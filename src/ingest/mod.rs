@@ -67,6 +67,8 @@ pub struct IngestOptions {
     /// Stops the file at the next row (SIGTERM): the rows read so far stay stored, and the
     /// file's next ingest carries on (the stored rows are unchanged).
     pub stop: Option<tokio_util::sync::CancellationToken>,
+    /// Only the restaurants of this shard are stored (`--shard i/n`); other rows are counted.
+    pub shard: Option<crate::domain::Shard>,
 }
 
 /// What one file's ingest did.
@@ -79,6 +81,8 @@ pub struct IngestReport {
     pub unchanged: u64,
     pub rejected: u64,
     pub rejects_file: Option<PathBuf>,
+    /// Valid rows of restaurants in other shards, left to their workers.
+    pub other_shards: u64,
 }
 
 /// The physical lines a row spans: one, or more for a CSV record with a quoted field over
@@ -173,6 +177,7 @@ pub struct Sink<'db> {
     rejects: Option<BufWriter<File>>,
     report: IngestReport,
     stop: Option<tokio_util::sync::CancellationToken>,
+    shard: Option<crate::domain::Shard>,
 }
 
 impl<'db> Sink<'db> {
@@ -188,6 +193,7 @@ impl<'db> Sink<'db> {
                 ..Default::default()
             },
             stop: opts.stop.clone(),
+            shard: opts.shard,
         }
     }
 
@@ -210,6 +216,13 @@ impl<'db> Sink<'db> {
             Ok(r) => r,
             Err(reason) => return self.reject(lines, &reason, raw),
         };
+        if self
+            .shard
+            .is_some_and(|s| !s.contains(&review.restaurant_id))
+        {
+            self.report.other_shards += 1;
+            return Ok(());
+        }
         if let Some(first) = self.writer.first_seen(&review.review_id, line)? {
             let reason = format!(
                 "duplicate review_id {:?} (first on line {first})",

@@ -7,9 +7,12 @@
 //! - [`results`]: analysis results and their metrics; [`ResultSink`], the seam for the app's
 //!   database.
 //! - [`runs`]: run records, server samples and the queries behind `palate report`.
+//! - [`deliveries`]: the outbox of restaurants whose results the app's database has not yet
+//!   received.
 //! - `cards`: the queries behind the results page (`palate report --results`).
 
 mod cards;
+pub mod deliveries;
 pub mod results;
 pub mod reviews;
 pub mod runs;
@@ -22,8 +25,9 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 pub use cards::{CardResult, CardRow};
+pub use deliveries::{AppResult, Delivery, DeliveryReport, RestaurantSummary};
 pub use results::{RestaurantResults, ResultRow, ResultSink, StoredResult};
-pub use reviews::{IngestWriter, RestaurantRow, Upsert};
+pub use reviews::{IngestWriter, RestaurantRow, ReviewVector, Upsert};
 pub use runs::{Day, QualityDay, RunRecord, RunStart};
 pub use schema::MIGRATIONS;
 

@@ -45,6 +45,12 @@ pub trait ResultSink: Send + Sync {
         run_id: i64,
         results: Arc<RestaurantResults>,
     ) -> Result<(), StoreError>;
+
+    /// Delivers what an earlier write left queued for the app's database; `None` when this
+    /// sink has no app database.
+    async fn deliver_pending(&self) -> Result<Option<super::DeliveryReport>, StoreError> {
+        Ok(None)
+    }
 }
 
 #[async_trait]
@@ -54,7 +60,20 @@ impl ResultSink for Store {
         run_id: i64,
         results: Arc<RestaurantResults>,
     ) -> Result<(), StoreError> {
-        self.call(move |db| db.put_restaurant(run_id, &results))
+        self.call(move |db| db.put_restaurant(run_id, &results, false))
+            .await
+    }
+}
+
+impl Store {
+    /// Stores the restaurant's results and queues them for the app's database in the same
+    /// transaction (see `deliveries`).
+    pub async fn put_restaurant_for_delivery(
+        &self,
+        run_id: i64,
+        results: Arc<RestaurantResults>,
+    ) -> Result<(), StoreError> {
+        self.call(move |db| db.put_restaurant(run_id, &results, true))
             .await
     }
 }
@@ -96,8 +115,14 @@ impl Db {
     }
 
     /// Writes a restaurant's analyses, their metrics and its requests' metrics in one
-    /// transaction, so a killed run never leaves a result without its metrics.
-    pub fn put_restaurant(&mut self, run_id: i64, r: &RestaurantResults) -> Result<(), StoreError> {
+    /// transaction, so a killed run never leaves a result without its metrics; with `deliver`,
+    /// queues the restaurant for the app's database in the same transaction.
+    pub fn put_restaurant(
+        &mut self,
+        run_id: i64,
+        r: &RestaurantResults,
+        deliver: bool,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         let at = now();
         for row in &r.rows {
@@ -108,6 +133,9 @@ impl Db {
         }
         for m in &r.requests {
             put_request(&tx, run_id, m, &r.sla)?;
+        }
+        if deliver {
+            super::deliveries::queue(&tx, &r.key.restaurant_id, run_id)?;
         }
         tx.commit()?;
         Ok(())

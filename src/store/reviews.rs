@@ -154,23 +154,47 @@ impl Db {
         Ok(())
     }
 
-    /// The restaurant's review ids and embedding vectors for `model_id` (reviews not yet
+    /// The restaurant's embedded reviews for `model_id`, in review-id order (reviews not yet
     /// embedded are left out).
     pub fn restaurant_vectors(
         &self,
         restaurant_id: &str,
         model_id: &str,
-    ) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+    ) -> Result<Vec<ReviewVector>, StoreError> {
         let mut q = self.conn.prepare_cached(
-            "SELECT r.review_id, e.vector FROM reviews r
+            "SELECT r.review_id, r.content_hash, e.vector FROM reviews r
              JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?2
              WHERE r.restaurant_id = ?1 ORDER BY r.review_id",
         )?;
         let rows = q.query_map(params![restaurant_id, model_id], |r| {
-            Ok((r.get::<_, String>(0)?, from_blob(r.get_ref(1)?.as_blob()?)))
+            Ok(ReviewVector {
+                review_id: r.get(0)?,
+                content_hash: r.get(1)?,
+                vector: from_blob(r.get_ref(2)?.as_blob()?),
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+
+    /// The dimension of `model_id`'s vectors, if any are stored.
+    pub fn embedding_dim(&self, model_id: &str) -> Result<Option<usize>, StoreError> {
+        let mut q = self
+            .conn
+            .prepare_cached("SELECT dim FROM embeddings WHERE model_id = ?1 LIMIT 1")?;
+        let mut rows = q.query(params![model_id])?;
+        Ok(match rows.next()? {
+            Some(r) => Some(r.get::<_, i64>(0)? as usize),
+            None => None,
+        })
+    }
+}
+
+/// One embedded review of a restaurant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewVector {
+    pub review_id: String,
+    pub content_hash: String,
+    pub vector: Vec<f32>,
 }
 
 /// The same queries from async code, run on the store thread.
@@ -234,9 +258,13 @@ impl Store {
         &self,
         restaurant_id: String,
         model_id: String,
-    ) -> Result<Vec<(String, Vec<f32>)>, StoreError> {
+    ) -> Result<Vec<ReviewVector>, StoreError> {
         self.call(move |db| db.restaurant_vectors(&restaurant_id, &model_id))
             .await
+    }
+
+    pub async fn embedding_dim(&self, model_id: String) -> Result<Option<usize>, StoreError> {
+        self.call(move |db| db.embedding_dim(&model_id)).await
     }
 }
 

@@ -190,6 +190,18 @@ GROUP BY day;
     r#"
 ALTER TABLE runs ADD COLUMN error TEXT;
 "#,
+    // 6: the app-database outbox: a restaurant whose results the app's database has not yet
+    // received. Queued in the transaction that stores the results, removed once delivered.
+    r#"
+CREATE TABLE deliveries (
+    restaurant_id TEXT PRIMARY KEY,
+    run_id        INTEGER NOT NULL REFERENCES runs (run_id),
+    queued_at     TEXT NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    last_error    TEXT,
+    last_try_at   TEXT
+);
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.

@@ -1,89 +1,10 @@
-//! index: vector search per restaurant behind [`VectorIndex`]. The embedded default keeps vectors
-//! in palate's SQLite store and searches one restaurant's vectors exactly (they are L2-normalised,
-//! so cosine similarity is a dot product; 1,000 × 384 floats is well under a millisecond, and exact
-//! means recall 1.0). A Qdrant server fits behind the same trait when a catalogue outgrows one
-//! machine (server-side filtered search and its MMR query).
+//! Exact search over one restaurant's vectors in memory: the embedded index's whole algorithm,
+//! and the Qdrant backend's ranking of the candidates its server returns, so both select the
+//! same reviews from the same vectors.
 
-use async_trait::async_trait;
+use super::{Hit, Selection};
 
-use crate::store::{Store, StoreError};
-
-#[derive(Debug, thiserror::Error)]
-pub enum IndexError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// A review found by a search, with its similarity to the query.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Hit {
-    pub review_id: String,
-    pub score: f32,
-}
-
-/// Which reviews a restaurant's prompts will quote, in prompt order.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Selection {
-    /// The K reviews nearest the restaurant's centroid, nearest first.
-    pub representative: Vec<Hit>,
-    /// Up to M more by MMR, in pick order.
-    pub diverse: Vec<Hit>,
-}
-
-impl Selection {
-    pub fn review_ids(&self) -> impl Iterator<Item = &str> {
-        (self.representative.iter().chain(&self.diverse)).map(|h| h.review_id.as_str())
-    }
-}
-
-#[async_trait]
-pub trait VectorIndex: Send + Sync {
-    /// From one read of the restaurant's vectors: the `k` nearest its centroid (the normalised
-    /// mean), then — if it has more than `k` — up to `diverse` more by maximal marginal
-    /// relevance, each maximising `lambda * sim(centroid) - (1 - lambda) * max sim(picked)`.
-    /// Empty if the restaurant has no vectors.
-    async fn select(
-        &self,
-        restaurant_id: &str,
-        k: usize,
-        diverse: usize,
-        lambda: f32,
-    ) -> Result<Selection, IndexError>;
-}
-
-/// The embedded index: vectors from the store's embedding cache, searched exactly.
-pub struct EmbeddedIndex {
-    store: Store,
-    model_id: String,
-}
-
-impl EmbeddedIndex {
-    pub fn new(store: Store, model_id: &str) -> Self {
-        Self {
-            store,
-            model_id: model_id.to_string(),
-        }
-    }
-}
-
-#[async_trait]
-impl VectorIndex for EmbeddedIndex {
-    async fn select(
-        &self,
-        restaurant_id: &str,
-        k: usize,
-        diverse: usize,
-        lambda: f32,
-    ) -> Result<Selection, IndexError> {
-        let items = self
-            .store
-            .restaurant_vectors(restaurant_id.to_string(), self.model_id.clone())
-            .await?;
-        Ok(select_exact(&items, k, diverse, lambda))
-    }
-}
-
-/// [`VectorIndex::select`] over vectors in memory, exactly.
+/// [`super::VectorIndex::select`] over vectors in memory, exactly.
 pub fn select_exact(
     items: &[(String, Vec<f32>)],
     k: usize,
