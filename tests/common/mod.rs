@@ -2,6 +2,8 @@
 //! llama.cpp server on a free port, job files for a temporary database.
 #![allow(dead_code)]
 
+pub mod qdrant;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -36,7 +38,7 @@ pub fn embed_model_dir() -> PathBuf {
     require(&cache().join("models/me5"))
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
