@@ -9,14 +9,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
-use palate::index::{self, select_exact, Backend, IndexConfig, IndexError, MmrBy, VectorIndex};
+use palate::index::{self, select_exact, IndexConfig, VectorIndex};
+#[cfg(feature = "qdrant")]
+use palate::index::{Backend, IndexError, MmrBy};
 use palate::ingest::{ingest_file, IngestOptions};
 use palate::store::Store;
 
+#[cfg(feature = "qdrant")]
 use common::qdrant::QdrantServer;
 
 const MODEL: &str = "unit-vectors";
@@ -143,7 +144,11 @@ where
 
     // The decoys searched first, so a backend holding every restaurant's points has theirs.
     let decoy = index.select("decoy", 3, 1, 0.5).await.unwrap();
-    assert_eq!(ids(&decoy), d.expected("decoy", 3, 1).await, "{name}: decoy");
+    assert_eq!(
+        ids(&decoy),
+        d.expected("decoy", 3, 1).await,
+        "{name}: decoy"
+    );
 
     // TOP-K nearest the centroid, then diverse picks from the other groups.
     let s = index.select("big", 3, 2, 0.5).await.unwrap();
@@ -226,6 +231,7 @@ async fn the_embedded_index_keeps_the_contract() {
     .await;
 }
 
+#[cfg(feature = "qdrant")]
 fn qdrant_config(url: &str, collection: &str, mmr: MmrBy) -> IndexConfig {
     IndexConfig {
         backend: Backend::Qdrant,
@@ -237,6 +243,7 @@ fn qdrant_config(url: &str, collection: &str, mmr: MmrBy) -> IndexConfig {
     }
 }
 
+#[cfg(feature = "qdrant")]
 async fn point_count(url: &str, collection: &str, restaurant: &str) -> u64 {
     use qdrant_client::qdrant::{Condition, CountPointsBuilder, Filter};
     let c = qdrant_client::Qdrant::from_url(url)
@@ -251,6 +258,7 @@ async fn point_count(url: &str, collection: &str, restaurant: &str) -> u64 {
     r.result.unwrap().count
 }
 
+#[cfg(feature = "qdrant")]
 #[tokio::test]
 async fn the_qdrant_index_keeps_the_contract() {
     let Some(q) = QdrantServer::start() else {
@@ -273,6 +281,7 @@ async fn the_qdrant_index_keeps_the_contract() {
     assert_eq!(point_count(&q.url, "contract", "decoy").await, 5);
 }
 
+#[cfg(feature = "qdrant")]
 #[tokio::test]
 async fn qdrant_refuses_a_collection_of_another_dimension_and_its_own_mmr_stays_in_the_restaurant()
 {
@@ -338,6 +347,7 @@ async fn qdrant_refuses_a_collection_of_another_dimension_and_its_own_mmr_stays_
     assert!(err.to_string().contains("127.0.0.1:9"), "{err}");
 }
 
+#[cfg(feature = "qdrant")]
 /// The sample data embedded by the real model: both backends select the same reviews.
 #[tokio::test]
 async fn on_the_sample_data_qdrant_selects_the_same_reviews_as_the_embedded_index() {
@@ -395,6 +405,8 @@ async fn on_the_sample_data_qdrant_selects_the_same_reviews_as_the_embedded_inde
         restaurants.extend(page.into_iter().map(|r| r.restaurant_id));
     }
     let (k, m) = (8, 4);
+    use std::collections::BTreeMap;
+    use std::time::Instant;
     let mut by_backend: BTreeMap<&str, (Vec<Vec<String>>, f64)> = BTreeMap::new();
     // Qdrant twice: the first pass upserts every point, the second only searches.
     for (name, ix) in [
@@ -438,4 +450,12 @@ async fn on_the_sample_data_qdrant_selects_the_same_reviews_as_the_embedded_inde
         restaurants.len()
     );
     assert!(restaurants.len() >= 30, "{} restaurants", restaurants.len());
+}
+
+#[cfg(not(feature = "qdrant"))]
+#[test]
+fn qdrant_backend_not_built() {
+    println!(
+        "skipped: the Qdrant tests need --features qdrant (scripts/test.sh builds --features full)"
+    );
 }

@@ -50,6 +50,9 @@ pub struct EmbedConfig {
     pub prefix: String,
     /// Per-request timeout, seconds (openai).
     pub timeout_s: u64,
+    /// Texts sent to the openai backend are cut to about this many tokens (estimated), as the
+    /// local model cuts at 512: servers refuse, rather than cut, an input over their limit.
+    pub max_input_tokens: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -75,14 +78,17 @@ impl Default for EmbedConfig {
             max_batch_tokens: 8192,
             prefix: String::new(),
             timeout_s: 60,
+            max_input_tokens: 512,
         }
     }
 }
 
 impl EmbedConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.batch_size == 0 || self.max_batch_tokens == 0 {
-            return Err("embed.batch_size and embed.max_batch_tokens must be at least 1".into());
+        if self.batch_size == 0 || self.max_batch_tokens == 0 || self.max_input_tokens == 0 {
+            return Err(
+                "embed.batch_size, max_batch_tokens and max_input_tokens must be at least 1".into(),
+            );
         }
         if self.backend == EmbedBackend::Openai && (self.url.is_none() || self.model.is_none()) {
             return Err("embed.backend = \"openai\" needs embed.url and embed.model".into());

@@ -34,6 +34,7 @@ pub struct OpenAiEmbedder {
     prefix: String,
     max_texts: usize,
     max_tokens: u64,
+    max_input_tokens: u64,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +70,7 @@ impl OpenAiEmbedder {
             prefix: cfg.prefix.clone(),
             max_texts: cfg.batch_size,
             max_tokens: cfg.max_batch_tokens as u64,
+            max_input_tokens: cfg.max_input_tokens as u64,
         })
     }
 
@@ -187,6 +189,25 @@ fn batches(texts: &[String], max_texts: usize, max_tokens: u64) -> Vec<std::ops:
     out
 }
 
+/// The longest prefix of `text` (on a character boundary) estimated at `max` tokens or fewer.
+fn cut(text: &str, max: u64) -> &str {
+    if estimate_tokens(text) <= max {
+        return text;
+    }
+    let (mut lo, mut hi) = (0, text.chars().count());
+    while lo < hi {
+        let mid = (lo + hi).div_ceil(2);
+        let end = text.char_indices().nth(mid).map_or(text.len(), |(i, _)| i);
+        if estimate_tokens(&text[..end]) <= max {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    let end = text.char_indices().nth(lo).map_or(text.len(), |(i, _)| i);
+    &text[..end]
+}
+
 #[async_trait]
 impl Embedder for OpenAiEmbedder {
     fn model_id(&self) -> &str {
@@ -196,7 +217,7 @@ impl Embedder for OpenAiEmbedder {
     async fn embed(&self, texts: Vec<String>) -> Result<Vec<Vec<f32>>, EmbedError> {
         let inputs: Vec<String> = texts
             .iter()
-            .map(|t| format!("{}{t}", self.prefix))
+            .map(|t| format!("{}{}", self.prefix, cut(t, self.max_input_tokens)))
             .collect();
         let mut out = Vec::with_capacity(texts.len());
         for r in batches(&inputs, self.max_texts, self.max_tokens) {
@@ -228,5 +249,19 @@ mod tests {
         // A text over the budget still goes, alone.
         assert!(b.iter().any(|r| r.clone().eq(2..3)));
         assert!(batches(&[], 2, 30).is_empty());
+    }
+
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary_to_the_token_budget() {
+        assert_eq!(cut("short", 512), "short");
+        let korean = "맛있어요".repeat(200);
+        let c = cut(&korean, 512);
+        assert!(
+            estimate_tokens(c) <= 512 && estimate_tokens(c) > 500,
+            "{}",
+            estimate_tokens(c)
+        );
+        assert!(korean.starts_with(c));
+        assert_eq!(cut("abc", 0), "");
     }
 }

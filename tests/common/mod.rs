@@ -2,6 +2,7 @@
 //! llama.cpp server on a free port, job files for a temporary database.
 #![allow(dead_code)]
 
+pub mod appdb;
 pub mod qdrant;
 
 use std::net::TcpListener;
@@ -58,6 +59,15 @@ impl LlamaServer {
 
     /// On `port`: a server started again where palate already points.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Serving `/v1/embeddings` (mean pooling over SmolLM2's hidden states).
+    pub fn start_embeddings() -> Self {
+        Self::start_with(free_port(), &["--embeddings"])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Self {
         let python = require(&cache().join("llm/venv/bin/python"));
         let model = require(&cache().join("llm/smollm2-135m-instruct-q4_1.gguf"));
         let log =
@@ -80,6 +90,7 @@ impl LlamaServer {
                 "2",
                 "--metrics",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
