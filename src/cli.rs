@@ -236,6 +236,9 @@ pub struct JobArgs {
     /// Bearer token for the LLM endpoints.
     #[arg(long, env = "PALATE_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Bearer token of the embeddings server (`[embed] backend = "openai"`).
+    #[arg(long, env = "PALATE_EMBED_API_KEY", hide_env_values = true)]
+    pub embed_api_key: Option<String>,
     /// API key of the Qdrant server (`[index] backend = "qdrant"`).
     #[arg(long, env = "PALATE_QDRANT_API_KEY", hide_env_values = true)]
     pub qdrant_api_key: Option<String>,

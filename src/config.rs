@@ -153,6 +153,9 @@ impl JobFile {
         if let Some(k) = &a.api_key {
             self.llm.api_key = Some(Secret::new(k.clone()));
         }
+        if let Some(k) = &a.embed_api_key {
+            self.embed.api_key = Some(Secret::new(k.clone()));
+        }
         if let Some(k) = &a.qdrant_api_key {
             self.index.api_key = Some(Secret::new(k.clone()));
         }
