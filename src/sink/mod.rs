@@ -27,7 +27,7 @@ pub struct SinkConfig {
     /// `mysql://user:password@host:3306/db` or `postgres://user:password@host:5432/db`; it holds
     /// a password, so it is best set by `PALATE_SINK_URL`. Never logged or stored.
     pub url: Option<Secret>,
-    /// Seconds to wait for a connection or a statement.
+    /// Seconds a restaurant's delivery may take, connecting included (default 10).
     pub timeout_s: Option<u64>,
 }
 

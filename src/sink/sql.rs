@@ -32,6 +32,8 @@ const MAX_CONNECTIONS: u32 = 4;
 pub struct SqlDb {
     pool: Pool,
     shown: String,
+    /// The most a restaurant's write may take, connecting included.
+    timeout: Duration,
     /// Set once the migrations ran (at the first delivery: a database that is down when the
     /// run starts does not stop it).
     migrated: OnceCell<()>,
@@ -98,6 +100,7 @@ impl SqlDb {
         Ok(Self {
             pool,
             shown,
+            timeout,
             migrated: OnceCell::new(),
         })
     }
@@ -109,8 +112,22 @@ impl SqlDb {
         }
     }
 
-    /// The restaurant's results and summary, in one transaction.
+    /// The restaurant's results and summary, in one transaction, within the timeout: a
+    /// statement waiting on a lock the app holds (PostgreSQL waits for ever, MariaDB 50 s) or on
+    /// a server that stopped answering would otherwise hold the run up. The transaction left
+    /// behind is rolled back.
     pub async fn write(&self, d: &Delivery) -> Result<(), SinkError> {
+        tokio::time::timeout(self.timeout, self.write_now(d))
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.error(format!(
+                    "no answer within {} s (timeout_s)",
+                    self.timeout.as_secs_f64()
+                )))
+            })
+    }
+
+    async fn write_now(&self, d: &Delivery) -> Result<(), SinkError> {
         self.migrated
             .get_or_try_init(|| async {
                 match &self.pool {
