@@ -46,8 +46,9 @@ pub async fn ingest_inputs(
 #[error("stopped before the analysis began")]
 pub struct Interrupted;
 
-/// Loads everything a pipeline needs: prompts, embedder (and embeds what is missing), LLM
-/// client. The LLM server is first asked for when a restaurant needs it.
+/// Loads everything a pipeline needs: prompts, the embedder if a review lacks its vector (and
+/// embeds what is missing), the LLM client. The LLM server is first asked for when a restaurant
+/// needs it.
 pub async fn pipeline(
     cfg: Config,
     store: Store,
@@ -61,13 +62,18 @@ pub async fn pipeline(
         max: cfg.llm.max_tokens(),
         language: cfg.plan.language,
     };
-    let embedder = crate::embed::load(&cfg.embed).await?;
-    let t = Instant::now();
-    let n = embed_missing(&store, embedder.as_ref(), only, EMBED_CHUNK, cancel).await?;
-    if cancel.is_cancelled() {
-        return Err(Interrupted.into());
-    }
-    if n > 0 {
+    // The embedding model loads only when a review lacks its vector: a night with nothing new,
+    // or `analyze` of an embedded restaurant, never loads it.
+    let embed_model_id = cfg.embed.cache_id();
+    let missing = (store.missing_embeddings(embed_model_id.clone(), only.map(str::to_string), 1))
+        .await?;
+    if !missing.is_empty() {
+        let embedder = crate::embed::load(&cfg.embed).await?;
+        let t = Instant::now();
+        let n = embed_missing(&store, embedder.as_ref(), only, EMBED_CHUNK, cancel).await?;
+        if cancel.is_cancelled() {
+            return Err(Interrupted.into());
+        }
         let secs = t.elapsed().as_secs_f64();
         tracing::info!(
             embedded = n,
@@ -77,7 +83,6 @@ pub async fn pipeline(
         );
     }
     let llm = OpenAiClient::new(&cfg.llm)?;
-    let embed_model_id = embedder.model_id().to_string();
     let index = crate::index::open(&cfg.index, store.clone(), &embed_model_id).await?;
     let sink = crate::sink::open(&cfg.sink, store.clone()).await?;
     Ok(Arc::new(Pipeline {
