@@ -88,6 +88,37 @@ pub enum BenchSuite {
     /// Sequential vs static batches vs continuous scheduling (SJF and FIFO), and prefix sharing,
     /// on the simulated vLLM server with a roofline latency model, on a paused clock.
     Scheduling(SchedulingArgs),
+    /// TOP-K + MMR for one restaurant of many reviews, through each vector index backend
+    /// (Qdrant with `--qdrant URL`), repeated with the rounds' spread.
+    Selection(SelectionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SelectionArgs {
+    /// Reviews of the restaurant.
+    #[arg(long, default_value_t = 1000)]
+    pub reviews: usize,
+    /// Vector dimension (multilingual-e5-small: 384).
+    #[arg(long, default_value_t = 384)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 8)]
+    pub k: usize,
+    #[arg(long, default_value_t = 4)]
+    pub diverse: usize,
+    #[arg(long, default_value_t = 0.5)]
+    pub lambda: f32,
+    /// Rounds (at least 3: the spread is across rounds).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Selections per round.
+    #[arg(long, default_value_t = 50)]
+    pub per_round: usize,
+    /// A Qdrant server's gRPC URL, to time that backend too (needs `--features qdrant`).
+    #[arg(long, env = "QDRANT_URL")]
+    pub qdrant: Option<String>,
+    /// Also write the figures here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -222,6 +222,31 @@ impl Progress {
 }
 
 /// The scheduling benchmark's table, with the issue's targets marked.
+/// `palate bench selection`: one row per backend, in ms per selection.
+pub fn selection_report(
+    w: &crate::bench::selection::SelectionWorkload,
+    timings: &[crate::bench::selection::SelectionTiming],
+) {
+    println!(
+        "one restaurant of {} reviews, {}-dimensional vectors; k = {}, diverse = {}, lambda = {}; \
+{} rounds of {} selections",
+        w.reviews, w.dim, w.k, w.diverse, w.lambda, w.rounds, w.per_round
+    );
+    println!(
+        "\n{:<46} {:>10} {:>10} {:>10}",
+        "backend", "mean ms", "min ms", "max ms"
+    );
+    for t in timings {
+        println!(
+            "{:<46} {:>10.3} {:>10.3} {:>10.3}",
+            t.backend, t.mean_ms, t.min_ms, t.max_ms
+        );
+    }
+    if w.qdrant_url.is_none() {
+        println!("\n(no Qdrant: --qdrant URL or QDRANT_URL times that backend too)");
+    }
+}
+
 pub fn scheduling_report(r: &crate::bench::SchedulingReport, real_s: f64) {
     scheduling_workload(&r.workload);
     scheduling_modes(&r.modes);

@@ -65,8 +65,8 @@ pub async fn pipeline(
     // The embedding model loads only when a review lacks its vector: a night with nothing new,
     // or `analyze` of an embedded restaurant, never loads it.
     let embed_model_id = cfg.embed.cache_id();
-    let missing = (store.missing_embeddings(embed_model_id.clone(), only.map(str::to_string), 1))
-        .await?;
+    let missing =
+        (store.missing_embeddings(embed_model_id.clone(), only.map(str::to_string), 1)).await?;
     if !missing.is_empty() {
         let embedder = crate::embed::load(&cfg.embed).await?;
         let t = Instant::now();

@@ -93,6 +93,10 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Reads through a memory map: a restaurant's vectors (1,000 × 1.5 KB, in overflow pages)
+        // load in 2.3 ms instead of 10.8 ms through the pager (`palate bench selection`). Writes
+        // still go through the WAL, so durability is unchanged.
+        conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn })
     }

@@ -1,4 +1,4 @@
-//! bench: `palate bench scheduling` runs the seed system's experiment against the simulated vLLM
+//! `palate bench scheduling` runs the seed system's experiment against the simulated vLLM
 //! server ([`crate::sim`]) in one process: the same workload sent one request at a time
 //! (sequential), in static batches (a batch of restaurants must finish before the next starts),
 //! and with palate's continuous scheduling (shortest-prefill-first and FIFO), plus continuous
