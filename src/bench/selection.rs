@@ -55,11 +55,15 @@ pub async fn selection(w: &SelectionWorkload) -> anyhow::Result<Vec<SelectionTim
         })
         .await?,
     );
-    out.push(time("SQLite read of the vectors only", w, || async {
-        store.restaurant_vectors(RESTAURANT.into(), MODEL.into()).await?;
-        Ok(())
-    })
-    .await?);
+    out.push(
+        time("SQLite read of the vectors only", w, || async {
+            store
+                .restaurant_vectors(RESTAURANT.into(), MODEL.into())
+                .await?;
+            Ok(())
+        })
+        .await?,
+    );
     let embedded = index::open(&IndexConfig::default(), store.clone(), MODEL).await?;
     out.push(time_index("embedded (SQLite read + exact)", w, &embedded).await?);
     if let Some(url) = &w.qdrant_url {

@@ -146,7 +146,7 @@ impl Pipeline {
     /// One restaurant: `None` if skipped because its results are current.
     #[tracing::instrument(skip_all, fields(restaurant_id = %r.restaurant_id))]
     async fn restaurant(
-        &self,
+        self: &Arc<Self>,
         run_id: i64,
         r: RestaurantRow,
         force: bool,
@@ -177,28 +177,51 @@ impl Pipeline {
             ids.iter().filter_map(by_id).collect()
         };
         let (selected, sample) = (of(&selected), of(&sampled));
-        let plan = self.planner.plan(id, &selected, &sample);
+        // Tokenising and rendering the prompts is CPU work: off the async runtime, so the
+        // streams of other restaurants' requests are not held up by it.
+        let me = Arc::clone(self);
+        let id = id.clone();
+        let (plan, coverage) = tokio::task::spawn_blocking(move || {
+            let plan = me.planner.plan(&id, &selected, &sample);
+            let coverage = me.coverage(&fetched, &selected, ids.len(), chars_all);
+            (plan, coverage)
+        })
+        .await?;
         let conduct = Conduct::from(&self.cfg.llm);
-        let outcomes = analyse_plan(self.llm.as_ref(), &plan, conduct, ids.len()).await;
-        let tokens = |rs: &[StoredReview]| -> u64 {
-            rs.iter()
-                .map(|rv| self.planner.counter.count(&rv.text))
-                .sum()
-        };
-        // All reviews' tokens, estimated from their characters at the fetched reviews' rate.
-        let chars_fetched: usize = fetched.iter().map(|rv| rv.text.chars().count()).sum();
-        let per_char = tokens(&fetched) as f64 / chars_fetched.max(1) as f64;
-        let coverage = Coverage {
-            reviews_total: ids.len(),
-            reviews_selected: selected.len(),
-            est_tokens_all_reviews: (chars_all as f64 * per_char).round() as u64,
-            est_tokens_selected: tokens(&selected),
-        };
+        let outcomes =
+            analyse_plan(self.llm.as_ref(), &plan, conduct, coverage.reviews_total).await;
         let results = Arc::new(restaurant_results(key, outcomes, coverage, self.cfg.sla));
         self.sink
             .put_restaurant(run_id, Arc::clone(&results))
             .await?;
         Ok(Some(results))
+    }
+}
+
+impl Pipeline {
+    /// What the prompts cover of the restaurant's reviews; all reviews' tokens are estimated
+    /// from their characters at the rate of the reviews fetched for the prompts, so only those
+    /// are tokenised.
+    fn coverage(
+        &self,
+        fetched: &[StoredReview],
+        selected: &[StoredReview],
+        reviews_total: usize,
+        chars_all: u64,
+    ) -> Coverage {
+        let tokens = |rs: &[StoredReview]| -> u64 {
+            rs.iter()
+                .map(|rv| self.planner.counter.count(&rv.text))
+                .sum()
+        };
+        let chars_fetched: usize = fetched.iter().map(|rv| rv.text.chars().count()).sum();
+        let per_char = tokens(fetched) as f64 / chars_fetched.max(1) as f64;
+        Coverage {
+            reviews_total,
+            reviews_selected: selected.len(),
+            est_tokens_all_reviews: (chars_all as f64 * per_char).round() as u64,
+            est_tokens_selected: tokens(selected),
+        }
     }
 }
 
