@@ -91,6 +91,41 @@ pub enum BenchSuite {
     /// TOP-K + MMR for one restaurant of many reviews, through each vector index backend
     /// (Qdrant with `--qdrant URL`), repeated with the rounds' spread.
     Selection(SelectionArgs),
+    /// The simulated vLLM server in its own process, until SIGINT/SIGTERM: a zero-cost server
+    /// (default: no step time) for measuring palate's own CPU and memory per request.
+    Serve(ServeArgs),
+    /// A synthetic catalogue in the job's database: restaurants of sample review texts, ingested
+    /// as files are, and seeded random unit vectors under the job's embedding model id (so a run
+    /// needs no embedding model). For `scripts/bench_cost.sh`; never for real data.
+    Catalogue(CatalogueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub addr: String,
+    /// Engine step time, ms (0: the server costs nothing but its HTTP and JSON).
+    #[arg(long, default_value_t = 0.0)]
+    pub step_ms: f64,
+    #[arg(long, default_value_t = 1024)]
+    pub max_num_seqs: usize,
+    /// Model names served.
+    #[arg(long = "model", default_value = "sim")]
+    pub models: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatalogueArgs {
+    #[arg(long, default_value_t = 1000)]
+    pub restaurants: usize,
+    /// Reviews per restaurant.
+    #[arg(long, default_value_t = 40)]
+    pub reviews: usize,
+    /// Review texts are drawn from this JSONL file (a `text` field per line).
+    #[arg(long, default_value = "data/reviews.jsonl")]
+    pub texts: PathBuf,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,10 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchSuite::Selection(a)) => {
             runtime()?.block_on(commands::bench_selection(a))
         }
+        Command::Bench(BenchSuite::Serve(a)) => runtime()?.block_on(commands::bench_serve(a)),
+        Command::Bench(BenchSuite::Catalogue(a)) => {
+            runtime()?.block_on(commands::bench_catalogue(a))
+        }
         Command::Report(a) => commands::report(a),
     }
 }

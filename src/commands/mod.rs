@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs, SelectionArgs, SyncArgs};
+use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs, SyncArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::eval::EvalOptions;
@@ -14,10 +14,12 @@ use crate::ingest::ingest_file;
 use crate::output;
 use crate::store::{Db, Store};
 
+mod bench;
 mod lock;
 mod run;
 mod setup;
 
+pub use bench::{bench_catalogue, bench_selection, bench_serve};
 pub use run::{analyze, run};
 pub use setup::pipeline;
 
@@ -92,31 +94,6 @@ pub async fn eval(args: &EvalArgs) -> anyhow::Result<u8> {
     output::line(&report.markdown());
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(exit::OK)
-}
-
-pub async fn bench_selection(a: &SelectionArgs) -> anyhow::Result<u8> {
-    anyhow::ensure!(
-        a.rounds >= 3 && a.per_round >= 1,
-        "--rounds must be at least 3, --per-round at least 1"
-    );
-    let w = crate::bench::selection::SelectionWorkload {
-        reviews: a.reviews,
-        dim: a.dim,
-        k: a.k,
-        diverse: a.diverse,
-        lambda: a.lambda,
-        rounds: a.rounds,
-        per_round: a.per_round,
-        qdrant_url: a.qdrant.clone(),
-    };
-    let timings = crate::bench::selection::selection(&w).await?;
-    output::selection_report(&w, &timings);
-    if let Some(path) = &a.json {
-        let doc = serde_json::json!({"workload": w, "timings": timings});
-        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(exit::OK)

@@ -74,7 +74,12 @@ impl Drop for SimServer {
 impl SimServer {
     /// Binds a free port on 127.0.0.1 and serves until dropped.
     pub async fn start(cfg: SimConfig) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_at(cfg, "127.0.0.1:0").await
+    }
+
+    /// Serves on `addr` (`host:port`) until dropped.
+    pub async fn start_at(cfg: SimConfig, addr: &str) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let url = format!("http://{}/v1", listener.local_addr()?);
         let (tx, rx) = mpsc::unbounded_channel();
         let stats = Arc::new(Mutex::new(EngineStats::default()));

@@ -1,0 +1,124 @@
+//! `palate bench …`: the benchmarks' commands, and the parts `scripts/bench_cost.sh` runs as
+//! separate processes (a zero-cost simulated server, a synthetic catalogue).
+
+use anyhow::Context;
+
+use crate::cli::{CatalogueArgs, SelectionArgs, ServeArgs};
+use crate::config::Config;
+use crate::domain::exit;
+use crate::ingest::ingest_file;
+use crate::output;
+use crate::store::Store;
+
+pub async fn bench_selection(a: &SelectionArgs) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        a.rounds >= 3 && a.per_round >= 1,
+        "--rounds must be at least 3, --per-round at least 1"
+    );
+    let w = crate::bench::selection::SelectionWorkload {
+        reviews: a.reviews,
+        dim: a.dim,
+        k: a.k,
+        diverse: a.diverse,
+        lambda: a.lambda,
+        rounds: a.rounds,
+        per_round: a.per_round,
+        qdrant_url: a.qdrant.clone(),
+    };
+    let timings = crate::bench::selection::selection(&w).await?;
+    output::selection_report(&w, &timings);
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({"workload": w, "timings": timings});
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
+}
+
+pub async fn bench_serve(a: &ServeArgs) -> anyhow::Result<u8> {
+    let mut engine = crate::sim::EngineConfig {
+        max_num_seqs: a.max_num_seqs,
+        ..crate::sim::EngineConfig::default()
+    };
+    engine.latency.step_ms = a.step_ms;
+    engine.latency.prefill_token_ms = 0.0;
+    engine.latency.seq_ms = 0.0;
+    let cfg = crate::sim::SimConfig {
+        engine,
+        models: a.models.clone(),
+        ..crate::sim::SimConfig::default()
+    };
+    let server = crate::sim::SimServer::start_at(cfg, &a.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", a.addr))?;
+    output::line(&format!("simulated server at {}", server.url));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    output::line(&format!("{} chat requests served", server.requests()));
+    Ok(exit::OK)
+}
+
+pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&a.job)?;
+    let texts: Vec<String> = std::fs::read_to_string(&a.texts)
+        .with_context(|| format!("cannot read {}", a.texts.display()))?
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_string))
+        .collect();
+    anyhow::ensure!(!texts.is_empty(), "no texts in {}", a.texts.display());
+    let dir = cfg
+        .job
+        .database
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("catalogue-{}x{}.jsonl", a.restaurants, a.reviews));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&file)?);
+    for r in 0..a.restaurants {
+        for i in 0..a.reviews {
+            // Each review its own text (a numbered copy), so each is embedded and stored apart.
+            let text = format!("{} #{r}-{i}", texts[(r * 7 + i) % texts.len()]);
+            let row = serde_json::json!({"restaurant_id": format!("bench-{r:06}"),
+                "review_id": format!("bench-{r:06}-{i:03}"), "text": text, "rating": (i % 5) + 1});
+            std::io::Write::write_all(&mut out, format!("{row}\n").as_bytes())?;
+        }
+    }
+    std::io::Write::flush(&mut out)?;
+    drop(out);
+    let store = Store::open(&cfg.job.database)?;
+    let opts = cfg.ingest_options();
+    let f = file.clone();
+    let report = store
+        .with_db(move |db| ingest_file(db, &f, &opts))
+        .await??;
+    output::ingest_report(&report);
+    let model = cfg.embed.cache_id();
+    let mut rng = fastrand::Rng::with_seed(11);
+    let mut stored = 0;
+    loop {
+        let todo = store
+            .missing_embeddings(model.clone(), None, 10_000)
+            .await?;
+        if todo.is_empty() {
+            break;
+        }
+        stored += todo.len();
+        let vecs = (todo.into_iter())
+            .map(|(h, _)| {
+                (
+                    h,
+                    crate::embed::normalise((0..384).map(|_| rng.f32() - 0.5).collect()),
+                )
+            })
+            .collect();
+        store.put_embeddings(model.clone(), vecs).await?;
+    }
+    std::fs::remove_file(&file).ok();
+    output::line(&format!("{stored} random vectors stored under {model}"));
+    Ok(exit::OK)
+}
