@@ -97,7 +97,7 @@ pub enum BenchSuite {
     /// A synthetic catalogue in the job's database: restaurants of sample review texts, ingested
     /// as files are, and seeded random unit vectors under the job's embedding model id (so a run
     /// needs no embedding model). For `scripts/bench_cost.sh`; never for real data.
-    Catalogue(CatalogueArgs),
+    Catalogue(Box<CatalogueArgs>),
 }
 
 #[derive(Debug, Args)]

@@ -70,9 +70,28 @@ pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
         .filter_map(|v| v["text"].as_str().map(str::to_string))
         .collect();
     anyhow::ensure!(!texts.is_empty(), "no texts in {}", a.texts.display());
-    let dir = cfg
-        .job
-        .database
+    let file = write_catalogue(a, &texts, &cfg.job.database)?;
+    let store = Store::open(&cfg.job.database)?;
+    let opts = cfg.ingest_options();
+    let f = file.clone();
+    let report = store
+        .with_db(move |db| ingest_file(db, &f, &opts))
+        .await??;
+    output::ingest_report(&report);
+    let model = cfg.embed.cache_id();
+    let stored = random_vectors(&store, &model).await?;
+    std::fs::remove_file(&file).ok();
+    output::line(&format!("{stored} random vectors stored under {model}"));
+    Ok(exit::OK)
+}
+
+/// `a.restaurants` × `a.reviews` reviews as a JSONL file beside the database.
+fn write_catalogue(
+    a: &CatalogueArgs,
+    texts: &[String],
+    database: &std::path::Path,
+) -> anyhow::Result<std::path::PathBuf> {
+    let dir = database
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .to_path_buf();
@@ -89,23 +108,19 @@ pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
         }
     }
     std::io::Write::flush(&mut out)?;
-    drop(out);
-    let store = Store::open(&cfg.job.database)?;
-    let opts = cfg.ingest_options();
-    let f = file.clone();
-    let report = store
-        .with_db(move |db| ingest_file(db, &f, &opts))
-        .await??;
-    output::ingest_report(&report);
-    let model = cfg.embed.cache_id();
+    Ok(file)
+}
+
+/// Seeded random unit vectors for every review lacking one under `model`; how many.
+async fn random_vectors(store: &Store, model: &str) -> anyhow::Result<usize> {
     let mut rng = fastrand::Rng::with_seed(11);
     let mut stored = 0;
     loop {
         let todo = store
-            .missing_embeddings(model.clone(), None, 10_000)
+            .missing_embeddings(model.to_string(), None, 10_000)
             .await?;
         if todo.is_empty() {
-            break;
+            return Ok(stored);
         }
         stored += todo.len();
         let vecs = (todo.into_iter())
@@ -116,9 +131,6 @@ pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
                 )
             })
             .collect();
-        store.put_embeddings(model.clone(), vecs).await?;
+        store.put_embeddings(model.to_string(), vecs).await?;
     }
-    std::fs::remove_file(&file).ok();
-    output::line(&format!("{stored} random vectors stored under {model}"));
-    Ok(exit::OK)
 }
