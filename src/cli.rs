@@ -98,6 +98,19 @@ pub enum BenchSuite {
     /// as files are, and seeded random unit vectors under the job's embedding model id (so a run
     /// needs no embedding model). For `scripts/bench_cost.sh`; never for real data.
     Catalogue(Box<CatalogueArgs>),
+    /// Reviews embedded per second by the job's embedder (`[embed]`), over the texts of a JSONL
+    /// file, in rounds (`scripts/bench_embed.sh` compares it with Python fastembed).
+    Embedding(Box<EmbeddingArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct EmbeddingArgs {
+    #[arg(long, default_value = "data/reviews.jsonl")]
+    pub texts: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 #[derive(Debug, Args)]

@@ -39,6 +39,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime()?.block_on(commands::bench_selection(a))
         }
         Command::Bench(BenchSuite::Serve(a)) => runtime()?.block_on(commands::bench_serve(a)),
+        Command::Bench(BenchSuite::Embedding(a)) => {
+            runtime()?.block_on(commands::bench_embedding(a))
+        }
         Command::Bench(BenchSuite::Catalogue(a)) => {
             runtime()?.block_on(commands::bench_catalogue(a))
         }

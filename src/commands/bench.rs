@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::cli::{CatalogueArgs, SelectionArgs, ServeArgs};
+use crate::cli::{CatalogueArgs, EmbeddingArgs, SelectionArgs, ServeArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::ingest::ingest_file;
@@ -61,15 +61,48 @@ pub async fn bench_serve(a: &ServeArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
+pub async fn bench_embedding(a: &EmbeddingArgs) -> anyhow::Result<u8> {
     let cfg = Config::from_args(&a.job)?;
-    let texts: Vec<String> = std::fs::read_to_string(&a.texts)
-        .with_context(|| format!("cannot read {}", a.texts.display()))?
+    let texts = texts_of(&a.texts)?;
+    let embedder = crate::embed::load(&cfg.embed).await?;
+    embedder
+        .embed(texts[..texts.len().min(32)].to_vec())
+        .await?; // warm-up
+    output::line(&format!(
+        "{} texts of {}, embedder {} (batch {}, threads {}):",
+        texts.len(),
+        a.texts.display(),
+        embedder.model_id(),
+        cfg.embed.batch_size,
+        cfg.embed.threads
+    ));
+    for round in 1..=a.rounds.max(1) {
+        let t = std::time::Instant::now();
+        let n = embedder.embed(texts.clone()).await?.len();
+        let secs = t.elapsed().as_secs_f64();
+        output::line(&format!(
+            "round {round}: {:.1} reviews/s ({secs:.1} s)",
+            n as f64 / secs
+        ));
+    }
+    Ok(exit::OK)
+}
+
+/// The `text` field of every line of a JSONL file.
+fn texts_of(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let texts: Vec<String> = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter_map(|v| v["text"].as_str().map(str::to_string))
         .collect();
-    anyhow::ensure!(!texts.is_empty(), "no texts in {}", a.texts.display());
+    anyhow::ensure!(!texts.is_empty(), "no texts in {}", path.display());
+    Ok(texts)
+}
+
+pub async fn bench_catalogue(a: &CatalogueArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&a.job)?;
+    let texts = texts_of(&a.texts)?;
     let file = write_catalogue(a, &texts, &cfg.job.database)?;
     let store = Store::open(&cfg.job.database)?;
     let opts = cfg.ingest_options();

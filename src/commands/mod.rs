@@ -19,7 +19,7 @@ mod lock;
 mod run;
 mod setup;
 
-pub use bench::{bench_catalogue, bench_selection, bench_serve};
+pub use bench::{bench_catalogue, bench_embedding, bench_selection, bench_serve};
 pub use run::{analyze, run};
 pub use setup::pipeline;
 
