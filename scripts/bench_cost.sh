@@ -5,6 +5,7 @@
 # synthetic catalogues of growing size. Embedding is left out: `palate bench catalogue` stores
 # random vectors, so the run loads no embedding model.
 #   scripts/bench_cost.sh [RESTAURANTS...]      default: 1000 10000; 3 runs each
+#   RUNS=1 REVIEWS=10 scripts/bench_cost.sh 100000   fewer runs, fewer reviews per restaurant
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sizes=("$@")
@@ -38,8 +39,8 @@ JOB
 printf '%-12s %-4s %10s %10s %12s %10s %12s %9s\n' restaurants run requests cpu_s cpu_ms_per_req wall_s peak_rss_mb anon_mb
 for n in "${sizes[@]}"; do
   rm -f "$work"/bench.db*
-  $bin bench catalogue --restaurants "$n" --reviews 40 --job "$work/job.toml" > /dev/null 2>&1
-  for run in 1 2 3; do
+  $bin bench catalogue --restaurants "$n" --reviews "${REVIEWS:-40}" --job "$work/job.toml" > /dev/null 2>&1
+  for run in $(seq 1 "${RUNS:-3}"); do
     force=""; [ "$run" -gt 1 ] && force="--force"
     /usr/bin/time -f "%U %S %e %M" -o "$work/time" $bin run --job "$work/job.toml" $force \
       --log-format json > /dev/null 2> "$work/run.log" &
