@@ -168,17 +168,22 @@ pub async fn embed_missing(
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<usize, EmbedError> {
     let model = embedder.model_id().to_string();
-    let mut done = 0;
+    let (mut done, mut after) = (0, String::new());
     loop {
         if cancel.is_cancelled() {
             return Ok(done);
         }
-        let todo = store
-            .missing_embeddings(model.clone(), restaurant_id.map(str::to_string), chunk)
-            .await?;
-        if todo.is_empty() {
+        let todo = (store.missing_embeddings_after(
+            model.clone(),
+            restaurant_id.map(str::to_string),
+            after.clone(),
+            chunk,
+        ))
+        .await?;
+        let Some((last, _)) = todo.last() else {
             return Ok(done);
-        }
+        };
+        after = last.clone();
         let (hashes, texts): (Vec<String>, Vec<String>) = todo.into_iter().unzip();
         let vecs = embedder.embed(texts).await?;
         let n = vecs.len();

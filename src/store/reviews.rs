@@ -116,19 +116,24 @@ impl Db {
 
     /// Up to `limit` distinct (content hash, text) pairs that have no embedding for `model_id`
     /// yet, of one restaurant or (`None`) of all.
+    /// Up to `limit` texts (one per content hash, in hash order, after `after`) that have no
+    /// vector for `model_id`. Paging by `after` reads each review once over a whole catalogue,
+    /// rather than rescanning the embedded ones for every page.
     pub fn missing_embeddings(
         &self,
         model_id: &str,
         restaurant_id: Option<&str>,
+        after: &str,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
         let mut q = self.conn.prepare_cached(
             "SELECT r.content_hash, MIN(r.text) FROM reviews r
-             LEFT JOIN embeddings e ON e.content_hash = r.content_hash AND e.model_id = ?1
-             WHERE e.content_hash IS NULL AND (?2 IS NULL OR r.restaurant_id = ?2)
-             GROUP BY r.content_hash LIMIT ?3",
+             WHERE r.content_hash > ?3 AND (?2 IS NULL OR r.restaurant_id = ?2)
+               AND NOT EXISTS (SELECT 1 FROM embeddings e
+                               WHERE e.content_hash = r.content_hash AND e.model_id = ?1)
+             GROUP BY r.content_hash ORDER BY r.content_hash LIMIT ?4",
         )?;
-        let rows = q.query_map(params![model_id, restaurant_id, limit as i64], |r| {
+        let rows = q.query_map(params![model_id, restaurant_id, after, limit as i64], |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -241,8 +246,21 @@ impl Store {
         restaurant_id: Option<String>,
         limit: usize,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        self.call(move |db| db.missing_embeddings(&model_id, restaurant_id.as_deref(), limit))
+        self.missing_embeddings_after(model_id, restaurant_id, String::new(), limit)
             .await
+    }
+
+    pub async fn missing_embeddings_after(
+        &self,
+        model_id: String,
+        restaurant_id: Option<String>,
+        after: String,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        self.call(move |db| {
+            db.missing_embeddings(&model_id, restaurant_id.as_deref(), &after, limit)
+        })
+        .await
     }
 
     pub async fn put_embeddings(

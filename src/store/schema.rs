@@ -202,6 +202,11 @@ CREATE TABLE deliveries (
     last_try_at   TEXT
 );
 "#,
+    // 7: reviews by content hash, so that finding the texts still to embed pages through the
+    // catalogue once (keyset on content_hash) instead of grouping every review for each page.
+    r#"
+CREATE INDEX reviews_by_content ON reviews (content_hash);
+"#,
 ];
 
 /// Applies the migrations this database has not seen yet.
