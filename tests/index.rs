@@ -81,7 +81,7 @@ impl Data {
             .await
             .unwrap()
             .into_iter()
-            .map(|v| (v.review_id, v.vector))
+            .map(Into::into)
             .collect();
         ids(&select_exact(&items, k, m, 0.5))
     }

@@ -150,7 +150,7 @@ async fn load(
         .restaurant_vectors(RESTAURANT.into(), MODEL.into())
         .await?
         .into_iter()
-        .map(|v| (v.review_id, v.vector))
+        .map(Into::into)
         .collect())
 }
 

@@ -122,7 +122,7 @@ pub async fn restaurant(
         .restaurant_vectors(restaurant_id.to_string(), p.embed_model_id.clone())
         .await?
         .into_iter()
-        .map(|v| (v.review_id, v.vector))
+        .map(Into::into)
         .collect::<Vec<_>>();
     let mut r = accuracy(restaurant_id, &first);
     r.caps = caps(p, restaurant_id, &first, opts);

@@ -45,9 +45,13 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 pub fn centroid(items: &[(String, Vec<f32>)]) -> Option<Vec<f32>> {
-    let dim = items.first()?.1.len();
-    let mut c = vec![0f32; dim];
-    for (_, v) in items {
+    centroid_of(items.iter().map(|(_, v)| v.as_slice()))
+}
+
+/// The normalised mean of `vectors`; `None` for none.
+pub fn centroid_of<'a>(mut vectors: impl Iterator<Item = &'a [f32]>) -> Option<Vec<f32>> {
+    let mut c = vectors.next()?.to_vec();
+    for v in vectors {
         c.iter_mut().zip(v).for_each(|(a, b)| *a += b);
     }
     Some(crate::embed::normalise(c))

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Secret;
 use crate::store::{Store, StoreError};
 
-pub use exact::{centroid, dot, mmr, nearest, select_exact};
+pub use exact::{centroid, centroid_of, dot, mmr, nearest, select_exact};
 #[cfg(feature = "qdrant")]
 pub use qdrant::QdrantIndex;
 
@@ -202,7 +202,7 @@ impl VectorIndex for EmbeddedIndex {
             .restaurant_vectors(restaurant_id.to_string(), self.model_id.clone())
             .await?
             .into_iter()
-            .map(|v| (v.review_id, v.vector))
+            .map(Into::into)
             .collect();
         Ok(select_exact(&items, k, diverse, lambda))
     }

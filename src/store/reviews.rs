@@ -202,6 +202,13 @@ pub struct ReviewVector {
     pub vector: Vec<f32>,
 }
 
+/// The `(review id, vector)` pair the exact search works on.
+impl From<ReviewVector> for (String, Vec<f32>) {
+    fn from(v: ReviewVector) -> Self {
+        (v.review_id, v.vector)
+    }
+}
+
 /// The same queries from async code, run on the store thread.
 impl Store {
     pub async fn restaurants_after(

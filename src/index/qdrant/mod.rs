@@ -277,10 +277,7 @@ impl VectorIndex for QdrantIndex {
         };
         let collection = self.collection(dim).await?;
         self.sync(collection, restaurant_id, &items).await?;
-        let vectors: Vec<(String, Vec<f32>)> = (items.iter())
-            .map(|v| (v.review_id.clone(), v.vector.clone()))
-            .collect();
-        let Some(c) = super::centroid(&vectors) else {
+        let Some(c) = super::centroid_of(items.iter().map(|v| v.vector.as_slice())) else {
             return Ok(Selection::default());
         };
         let n = items.len();
