@@ -15,7 +15,7 @@ bin=target/release/palate
 work=$(mktemp -d)
 trap 'kill $sim 2>/dev/null || true; rm -rf "$work"' EXIT
 port=$((20000 + RANDOM % 20000))
-$bin bench serve --addr 127.0.0.1:$port > "$work/sim.log" 2>&1 &
+$bin bench serve --zero-cost --addr 127.0.0.1:$port > "$work/sim.log" 2>&1 &
 sim=$!
 sleep 1
 cat > "$work/job.toml" <<JOB

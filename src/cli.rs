@@ -85,14 +85,15 @@ pub struct ReportArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchSuite {
-    /// Sequential vs static batches vs continuous scheduling (SJF and FIFO), and prefix sharing,
-    /// on the simulated vLLM server with a roofline latency model, on a paused clock.
-    Scheduling(SchedulingArgs),
+    /// One scheduling mode of palate's client (sequential, FIFO, SJF, server priority, or the
+    /// offline ceiling), once, closed or open loop, against a server in another process
+    /// (`scripts/bench_scheduling.sh` runs them all).
+    Scheduling(Box<SchedulingArgs>),
     /// TOP-K + MMR for one restaurant of many reviews, through each vector index backend
     /// (Qdrant with `--qdrant URL`), repeated with the rounds' spread.
     Selection(SelectionArgs),
-    /// The simulated vLLM server in its own process, until SIGINT/SIGTERM: a zero-cost server
-    /// (default: no step time) for measuring palate's own CPU and memory per request.
+    /// The simulated vLLM server in its own process, until SIGINT/SIGTERM: a named profile's
+    /// engine, or a zero-cost one for measuring palate's own CPU and memory per request.
     Serve(ServeArgs),
     /// A synthetic catalogue in the job's database: restaurants of sample review texts, ingested
     /// as files are, and seeded random unit vectors under the job's embedding model id (so a run
@@ -117,11 +118,25 @@ pub struct EmbeddingArgs {
 pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:8090")]
     pub addr: String,
-    /// Engine step time, ms (0: the server costs nothing but its HTTP and JSON).
-    #[arg(long, default_value_t = 0.0)]
-    pub step_ms: f64,
-    #[arg(long, default_value_t = 1024)]
-    pub max_num_seqs: usize,
+    /// The simulator's profile (engine, token counts, answers); the built-in
+    /// `data/profiles/qwen2.5-7b-h100.toml` if not given.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// No step time at all: the server costs nothing but its HTTP and JSON (for measuring
+    /// palate's own CPU and memory).
+    #[arg(long)]
+    pub zero_cost: bool,
+    /// vLLM's `--scheduling-policy priority`.
+    #[arg(long)]
+    pub priority: bool,
+    /// Real seconds per simulated second (0.25: four times faster than the modelled server).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    /// Answers this many times the profile's lengths (the output length sweep).
+    #[arg(long, default_value_t = 1.0)]
+    pub output_scale: f64,
     /// Model names served.
     #[arg(long = "model", default_value = "sim")]
     pub models: Vec<String>,
@@ -171,42 +186,52 @@ pub struct SelectionArgs {
 
 #[derive(Debug, Args)]
 pub struct SchedulingArgs {
-    #[arg(long, default_value_t = 100)]
-    pub restaurants: usize,
-    /// Reviews per restaurant, all in its prompts (sentiment in batches of 16).
-    #[arg(long, default_value_t = 50)]
-    pub reviews: usize,
-    /// Restaurants in progress at once (continuous), or per batch (static).
+    /// The server's OpenAI-compatible base URL (`palate bench serve`, llama-server, vLLM).
+    #[arg(long, default_value = "http://127.0.0.1:8090/v1")]
+    pub endpoint: String,
+    #[arg(long, default_value = "sim")]
+    pub model: String,
+    /// sequential, fifo, sjf, priority (the server orders: needs `--scheduling-policy
+    /// priority`) or ceiling (every first request at t = 0, no client limit).
+    #[arg(long, value_parser = ["sequential", "fifo", "sjf", "priority", "ceiling"])]
+    pub mode: String,
+    /// Restaurants in progress at once (closed loop).
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Open loop: restaurants arrive as a Poisson process of this many per second.
+    #[arg(long)]
+    pub arrival_rate: Option<f64>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
     /// palate's in-flight limit; more ready requests wait in its queue.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 256)]
     pub max_in_flight: usize,
-    /// Simulated engine: vLLM's `--max-num-seqs`.
-    #[arg(long, default_value_t = 64)]
-    pub max_num_seqs: usize,
-    /// Simulated engine: vLLM's `--max-num-batched-tokens`.
-    #[arg(long, default_value_t = 8192)]
-    pub max_num_batched_tokens: usize,
-    /// Latency model: fixed cost of a step (ms).
-    #[arg(long, default_value_t = 8.0)]
-    pub step_ms: f64,
-    /// Latency model: cost per prefill token (ms).
-    #[arg(long, default_value_t = 0.03)]
-    pub prefill_token_ms: f64,
-    /// Latency model: cost per running sequence per step (ms).
-    #[arg(long, default_value_t = 0.15)]
-    pub seq_ms: f64,
-    /// Real seconds per simulated second. Figures are reported in simulated time; too small a
-    /// scale lets the client's own CPU time show.
-    #[arg(long, default_value_t = 0.1)]
-    pub time_scale: f64,
+    /// The server's `max_num_seqs` (the simulator's `/metrics` says it itself).
+    #[arg(long)]
+    pub max_num_seqs: Option<usize>,
+    #[arg(long, default_value_t = 200)]
+    pub restaurants: usize,
+    /// Reviews per restaurant, all in its prompts.
+    #[arg(long, default_value_t = 40)]
+    pub reviews: usize,
+    /// Reviews per sentiment request.
+    #[arg(long, default_value_t = 16)]
+    pub sentiment_batch: usize,
+    /// Each review at this multiple of its length (the prompt length sweep).
+    #[arg(long, default_value_t = 1.0)]
+    pub review_scale: f64,
+    #[arg(long, default_value_t = 1024)]
+    pub max_tokens: u32,
     /// Review texts to build restaurants from (JSONL with a `text` field).
     #[arg(long, default_value = "data/reviews.jsonl")]
     pub reviews_file: PathBuf,
     #[arg(long, default_value = "prompts")]
     pub prompts_dir: PathBuf,
-    /// Also write the report as JSON here.
+    /// Write the workload's first requests here as JSONL (for `scripts/bench_naive.py`) and
+    /// stop.
+    #[arg(long)]
+    pub export_workload: Option<PathBuf>,
+    /// Also append the report as one JSON line here.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

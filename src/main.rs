@@ -34,7 +34,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Analyze(a) => runtime()?.block_on(with_signals(|c| commands::analyze(a, c))),
         Command::Eval(a) => runtime()?.block_on(commands::eval(a)),
         Command::Sync(a) => runtime()?.block_on(commands::sync(a)),
-        Command::Bench(BenchSuite::Scheduling(a)) => commands::bench_scheduling(a),
+        Command::Bench(BenchSuite::Scheduling(a)) => {
+            runtime()?.block_on(commands::bench_scheduling(a))
+        }
         Command::Bench(BenchSuite::Selection(a)) => {
             runtime()?.block_on(commands::bench_selection(a))
         }

@@ -247,91 +247,50 @@ pub fn selection_report(
     }
 }
 
-pub fn scheduling_report(r: &crate::bench::SchedulingReport, real_s: f64) {
-    scheduling_workload(&r.workload);
-    scheduling_modes(&r.modes);
-    scheduling_targets(r);
+/// One scheduling mode's figures (server time).
+pub fn mode_report(r: &crate::bench::ModeReport) {
+    let w = &r.spec.workload;
+    let lp = match r.spec.arrival_rate {
+        Some(rate) => format!("open loop, {rate} restaurants/s"),
+        None => format!("closed loop, {} restaurants at a time", r.spec.concurrency),
+    };
     println!(
-        "\n(times in simulated time at time scale {}; {real_s:.1} s of real time)",
-        r.workload.engine.time_scale
+        "{:?}: {} restaurants x {} reviews (sentiment batch {}, reviews x{}), {lp}, {} in flight",
+        r.spec.mode,
+        w.restaurants,
+        w.reviews_per_restaurant,
+        w.sentiment_batch,
+        w.review_scale,
+        r.spec.max_in_flight
     );
-}
-
-/// The scheduling benchmark's workload and engine line.
-fn scheduling_workload(w: &crate::bench::Workload) {
-    let e = &w.engine;
     println!(
-        "workload: {} restaurants x {} reviews; {} restaurants at a time, {} in flight; engine: max_num_seqs {}, \
-max_num_batched_tokens {}, step {} ms + {} ms/prefill token + {} ms/sequence, block {} tokens",
-        w.restaurants, w.reviews_per_restaurant, w.concurrency, w.max_in_flight, e.max_num_seqs,
-        e.max_num_batched_tokens, e.latency.step_ms, e.latency.prefill_token_ms, e.latency.seq_ms,
-        e.block_size
+        "  {} requests ({} failed), {}/{} analyses valid, {:.1} s: {:.2} req/s, {:.0} output tok/s",
+        r.requests,
+        r.requests_failed,
+        r.analyses_valid,
+        r.analyses,
+        r.wall_s,
+        r.requests_per_s,
+        r.output_tokens_per_s
     );
-}
-
-/// One row per scheduling mode, under a header.
-fn scheduling_modes(modes: &[crate::bench::ModeReport]) {
     println!(
-        "\n{:<34} {:>6} {:>9} {:>8} {:>9} {:>10} {:>10} {:>11} {:>7} {:>6} {:>6} {:>10} {:>10}",
-        "mode",
-        "reqs",
-        "valid",
-        "req/s",
-        "out tok/s",
-        "TTFT mean",
-        "TTFT p95",
-        "small p95*",
-        "x seq",
-        "util",
-        "batch",
-        "prefill",
-        "cached"
+        "  TTFT p50/p95 {:.0}/{:.0} ms; ready to first token: small {:.0}/{:.0} ms, large {:.0}/{:.0} ms; \
+restaurant p50/p95 {:.1}/{:.1} s",
+        r.ttft_p50_ms,
+        r.ttft_p95_ms,
+        r.small_ttft_p50_ms,
+        r.small_ttft_p95_ms,
+        r.large_ttft_p50_ms,
+        r.large_ttft_p95_ms,
+        r.restaurant_p50_s,
+        r.restaurant_p95_s
     );
-    for m in modes {
+    if let (Some(m), Some(n)) = (r.mean_running, r.max_num_seqs) {
         println!(
-            "{:<34} {:>6} {:>9} {:>8.2} {:>9.0} {:>7.0} ms {:>7.0} ms {:>8.0} ms {:>6.1}x {:>5.1}% {:>6.1} {:>10} {:>10}",
-            m.name,
-            m.requests,
-            format!("{}/{}", m.analyses_valid, m.analyses),
-            m.requests_per_s,
-            m.output_tokens_per_s,
-            m.ttft_mean_ms,
-            m.ttft_p95_ms,
-            m.small_ready_to_first_token_p95_ms,
-            m.throughput_vs_sequential,
-            m.utilisation * 100.0,
-            m.mean_batch,
-            m.prefill_tokens,
-            m.cached_tokens
+            "  mean running {m:.1} of max_num_seqs {n} ({:.1} %), {} preemptions, time scale {}",
+            100.0 * m / n.max(1) as f64,
+            r.preemptions.unwrap_or(0.0),
+            r.time_scale
         );
     }
-    println!("* small p95: requests with estimated prefill at most the median, from ready (palate's queue included) to first token");
-}
-
-/// The issue's targets, each marked met or missed.
-fn scheduling_targets(r: &crate::bench::SchedulingReport) {
-    let sjf = &r.modes[3];
-    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
-    println!("\ntargets:");
-    println!(
-        "  throughput >= 15x sequential:            {:.1}x  {}",
-        sjf.throughput_vs_sequential,
-        mark(sjf.throughput_vs_sequential >= 15.0)
-    );
-    println!(
-        "  server utilisation >= 95%:               {:.1}%  {}",
-        sjf.utilisation * 100.0,
-        mark(sjf.utilisation >= 0.95)
-    );
-    println!(
-        "  SJF small-request p95 >= 30% lower:      {:.1}% lower at {:.3}x FIFO's throughput  {}",
-        r.sjf_small_p95_gain * 100.0,
-        r.sjf_throughput_ratio,
-        mark(r.sjf_small_p95_gain >= 0.30 && (r.sjf_throughput_ratio - 1.0).abs() <= 0.05)
-    );
-    println!(
-        "  prefill saved by prefix sharing >= 50%:  {:.1}%  {}",
-        r.prefill_saved * 100.0,
-        mark(r.prefill_saved >= 0.50)
-    );
 }

@@ -20,8 +20,9 @@ fn engine() -> EngineConfig {
     EngineConfig {
         latency: LatencyModel {
             step_ms: 1.0,
-            prefill_token_ms: 0.0005,
+            token_ms: 0.0005,
             seq_ms: 0.01,
+            ..LatencyModel::constant(0.0)
         },
         ..EngineConfig::default()
     }
@@ -32,6 +33,7 @@ fn sim_config(models: &[&str], faults: FaultPlan) -> SimConfig {
         engine: engine(),
         models: models.iter().map(|m| m.to_string()).collect(),
         faults,
+        ..SimConfig::default()
     }
 }
 

@@ -11,26 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use palate::sim::{EngineConfig, Fault, FaultPlan, LatencyModel, SimConfig, SimServer};
+use common::sim;
+use palate::sim::{Fault, FaultPlan, SimServer};
 use rusqlite::Connection;
-
-/// A simulated server whose steps take `step_ms`.
-async fn sim(step_ms: f64, faults: FaultPlan) -> SimServer {
-    let engine = EngineConfig {
-        latency: LatencyModel {
-            step_ms,
-            prefill_token_ms: 0.0005,
-            seq_ms: 0.01,
-        },
-        ..EngineConfig::default()
-    };
-    let cfg = SimConfig {
-        engine,
-        models: vec!["sim".into()],
-        faults,
-    };
-    SimServer::start(cfg).await.unwrap()
-}
 
 const LLM: &str = "read_timeout_s = 2
 request_timeout_s = 30

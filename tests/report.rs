@@ -23,15 +23,12 @@ async fn a_run_has_a_metrics_row_per_request_server_samples_and_a_drawn_report()
     // 20 ms per step and nothing else: one token per 20 ms.
     let sim = SimServer::start(SimConfig {
         engine: EngineConfig {
-            latency: LatencyModel {
-                step_ms: 20.0,
-                prefill_token_ms: 0.0,
-                seq_ms: 0.0,
-            },
+            latency: LatencyModel::constant(20.0),
             ..EngineConfig::default()
         },
         models: vec!["sim".into()],
         faults: FaultPlan::default(),
+        ..SimConfig::default()
     })
     .await
     .unwrap();

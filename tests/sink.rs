@@ -630,24 +630,6 @@ backoff_base_s = 0.05
 backoff_max_s = 0.2
 eject_s = 0.5";
 
-async fn sim(step_ms: f64) -> palate::sim::SimServer {
-    use palate::sim::{EngineConfig, FaultPlan, LatencyModel, SimConfig, SimServer};
-    let engine = EngineConfig {
-        latency: LatencyModel {
-            step_ms,
-            prefill_token_ms: 0.0005,
-            seq_ms: 0.01,
-        },
-        ..EngineConfig::default()
-    };
-    let cfg = SimConfig {
-        engine,
-        models: vec!["sim".into()],
-        faults: FaultPlan::default(),
-    };
-    SimServer::start(cfg).await.unwrap()
-}
-
 /// A job over the demo data (3 restaurants), one restaurant at a time, delivering to MariaDB;
 /// the URL comes from `PALATE_SINK_URL`.
 fn e2e_job(dir: &Path, endpoint: &str) -> String {
@@ -701,7 +683,7 @@ async fn mariadb_stopped_mid_run_exits_3_with_the_rest_queued_and_palate_sync_de
     let Some(mut db) = MariaDb::start() else {
         return;
     };
-    let sim = sim(STEP_MS).await;
+    let sim = common::sim(STEP_MS, palate::sim::FaultPlan::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let job = e2e_job(dir.path(), &sim.url);
     let work = dir.path().join("t.db");

@@ -1,11 +1,17 @@
 //! bench: benchmarks whose output states the figures.
 //!
-//! - `palate bench scheduling` ([`scheduling`]): the seed system's experiment against the
-//!   simulated vLLM server.
+//! - `palate bench scheduling` ([`scheduling`]): one scheduling mode of palate's client against
+//!   a server in another process, on palate's own requests ([`workload`]), with the server's
+//!   running sequences sampled from its `/metrics` ([`probe`]).
+//! - `palate bench calibrate` ([`calibrate`]): sweeps a real server and fits the simulator's
+//!   cost model to it ([`fit`]).
 //! - `palate bench selection` ([`selection`]): TOP-K + MMR for one large restaurant, through
 //!   each vector index backend.
 
-mod scheduling;
+pub mod probe;
+pub mod scheduling;
 pub mod selection;
+pub mod workload;
 
-pub use scheduling::*;
+pub use scheduling::{Mode, ModeReport, ModeSpec};
+pub use workload::WorkloadSpec;

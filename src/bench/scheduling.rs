@@ -1,300 +1,325 @@
-//! `palate bench scheduling` runs the seed system's experiment against the simulated vLLM
-//! server ([`crate::sim`]) in one process: the same workload sent one request at a time
-//! (sequential), in static batches (a batch of restaurants must finish before the next starts),
-//! and with palate's continuous scheduling (shortest-prefill-first and FIFO), plus continuous
-//! scheduling with the server's prefix cache off. The engine runs `time_scale` times real time
-//! (0.1 by default: its 8 ms steps take 0.8 ms), and every duration is reported in simulated
-//! time, the client's measurements divided by the scale.
+//! `palate bench scheduling`: one scheduling mode of palate's client, once, against a server in
+//! another process: the simulator (`palate bench serve --profile …`) or a real one. The requests
+//! are palate's own ([`super::workload`]), analysed by [`crate::pipeline::analyse_plan`] through
+//! [`crate::infer::OpenAiClient`] and validated as in a run (repairs included).
 //!
-//! The requests are palate's own: plans from [`crate::plan`], analysed by
-//! [`crate::pipeline::analyse_plan`] through [`crate::infer::OpenAiClient`], validated as in a run.
+//! Modes: `sequential` (one request at a time), `fifo` and `sjf` (palate's queue in that order),
+//! `priority` (palate sends vLLM's `priority` and leaves the queue to the server, which needs
+//! `--scheduling-policy priority`), and `ceiling`: every first request queued at t = 0 with no
+//! client limit, as `vllm bench throughput` does, the server's offline ceiling.
+//! Closed loop: `concurrency` restaurants in progress at once. Open loop: restaurants arrive as a
+//! Poisson process. Times are the server's (divided by the simulator's time scale, read from its
+//! `/metrics`).
 
-use std::path::{Path, PathBuf};
-
-use anyhow::Context;
-use futures::StreamExt;
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
-use crate::config::JobFile;
-use crate::domain::StoredReview;
-use crate::infer::schedule::Order;
-use crate::infer::{FollowUps, OpenAiClient};
-use crate::metrics::{percentile, RequestMetrics};
-use crate::pipeline::{analyse_plan, Conduct, KindOutcome};
-use crate::plan::{BatchLimits, MaxTokens, Planner, Prompts, RestaurantPlan, TokenCounter};
-use crate::sim::{EngineConfig, SimConfig, SimServer};
+use futures::StreamExt;
+use serde::Serialize;
 
-/// What the scheduling benchmark runs on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Workload {
-    pub restaurants: usize,
-    pub reviews_per_restaurant: usize,
-    /// Restaurants in progress at once (continuous) or per batch (static).
-    pub concurrency: usize,
-    pub max_in_flight: usize,
-    pub engine: EngineConfig,
-    /// Review texts are drawn from this file (JSONL with a `text` field).
-    pub reviews_file: PathBuf,
-    pub prompts_dir: PathBuf,
+use super::probe::{self, Sampler};
+use super::workload::{self, WorkloadSpec};
+use crate::config::JobFile;
+use crate::infer::schedule::Order;
+use crate::infer::{ChatRequest, FollowUps, LlmClient, OpenAiClient};
+use crate::metrics::{percentile, RequestMetrics};
+use crate::pipeline::{analyse_plan, Conduct};
+use crate::plan::RestaurantPlan;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Sequential,
+    Fifo,
+    Sjf,
+    Priority,
+    Ceiling,
 }
 
-/// One strategy's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeSpec {
+    pub endpoint: String,
+    pub model: String,
+    pub mode: Mode,
+    /// Restaurants in progress at once (closed loop).
+    pub concurrency: usize,
+    /// Restaurants arriving per second (open loop) instead.
+    pub arrival_rate: Option<f64>,
+    pub seed: u64,
+    pub max_in_flight: usize,
+    /// The server's `max_num_seqs`, when its `/metrics` does not say.
+    pub max_num_seqs: Option<usize>,
+    pub workload: WorkloadSpec,
+}
+
+/// One mode's figures, in the server's time.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModeReport {
-    pub name: String,
+    pub spec: ModeSpec,
+    pub time_scale: f64,
     pub requests: usize,
-    pub analyses_valid: usize,
+    pub requests_failed: usize,
     pub analyses: usize,
+    pub analyses_valid: usize,
     pub wall_s: f64,
     pub requests_per_s: f64,
     pub output_tokens_per_s: f64,
-    pub ttft_mean_ms: f64,
+    pub ttft_p50_ms: f64,
     pub ttft_p95_ms: f64,
-    /// Requests with an estimated prefill at most the median: time from ready (palate's queue
-    /// included) to first token, 95th percentile.
-    pub small_ready_to_first_token_p95_ms: f64,
-    pub throughput_vs_sequential: f64,
-    /// Time the engine had work / wall time.
-    pub utilisation: f64,
-    /// Mean sequences per engine step.
-    pub mean_batch: f64,
+    /// From ready (palate's queue included) to first token, by cohort: prompts at most the
+    /// workload's median are small.
+    pub small_ttft_p50_ms: f64,
+    pub small_ttft_p95_ms: f64,
+    pub large_ttft_p50_ms: f64,
+    pub large_ttft_p95_ms: f64,
+    pub large_e2e_p95_ms: f64,
+    /// From a restaurant's start (closed loop) or arrival (open loop) to its last answer.
+    pub restaurant_p50_s: f64,
+    pub restaurant_p95_s: f64,
+    /// Time-weighted mean running sequences (sampled from `/metrics`), and ÷ `max_num_seqs`.
+    pub mean_running: Option<f64>,
+    pub max_num_seqs: Option<usize>,
+    pub running_share: Option<f64>,
+    pub preemptions: Option<f64>,
     pub prompt_tokens: u64,
-    pub prefill_tokens: u64,
     pub cached_tokens: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct SchedulingReport {
-    pub workload: Workload,
-    pub modes: Vec<ModeReport>,
-    /// Prefill computed with the prefix cache vs without, as a share saved.
-    pub prefill_saved: f64,
-    /// SJF vs FIFO: small-request p95 (ready to first token) lower by this share.
-    pub sjf_small_p95_gain: f64,
-    /// SJF throughput / FIFO throughput.
-    pub sjf_throughput_ratio: f64,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Strategy {
-    Sequential,
-    Static,
-    Continuous(Order),
-}
-
-/// Runs every strategy, one after another.
-pub fn scheduling(w: Workload) -> anyhow::Result<SchedulingReport> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(run(w))
-}
-
-async fn run(w: Workload) -> anyhow::Result<SchedulingReport> {
-    let plans = workload_plans(&w)?;
-    let cached = w.engine.clone();
-    let uncached = EngineConfig {
-        cache_blocks: 0,
-        ..w.engine.clone()
-    };
-    let runs = [
-        ("sequential", Strategy::Sequential, &cached),
-        ("static batches", Strategy::Static, &cached),
-        (
-            "continuous, FIFO",
-            Strategy::Continuous(Order::Fifo),
-            &cached,
-        ),
-        ("continuous, SJF", Strategy::Continuous(Order::Sjf), &cached),
-        (
-            "continuous, SJF, no prefix cache",
-            Strategy::Continuous(Order::Sjf),
-            &uncached,
-        ),
-    ];
-    let mut modes: Vec<ModeReport> = Vec::new();
-    for (name, strategy, engine) in runs {
-        let m = mode(name, &plans, strategy, engine.clone(), &w).await?;
-        tracing::info!(mode = name, wall_s = m.wall_s, "benchmark mode done");
-        modes.push(m);
-    }
-    let base = modes[0].requests_per_s;
-    for m in &mut modes {
-        m.throughput_vs_sequential = m.requests_per_s / base;
-    }
-    let (fifo, sjf, nocache) = (&modes[2], &modes[3], &modes[4]);
-    Ok(SchedulingReport {
-        prefill_saved: 1.0 - sjf.prefill_tokens as f64 / nocache.prefill_tokens.max(1) as f64,
-        sjf_small_p95_gain: 1.0
-            - sjf.small_ready_to_first_token_p95_ms / fifo.small_ready_to_first_token_p95_ms,
-        sjf_throughput_ratio: sjf.requests_per_s / fifo.requests_per_s,
-        modes,
-        workload: w,
-    })
-}
-
-/// Restaurants of `reviews_per_restaurant` reviews each, drawn in turn from the review file.
-fn workload_plans(w: &Workload) -> anyhow::Result<Vec<RestaurantPlan>> {
-    let texts = review_texts(&w.reviews_file)?;
-    let planner = Planner {
-        prompts: Prompts::load(&w.prompts_dir)?,
-        counter: TokenCounter::Estimate,
-        limits: BatchLimits {
-            reviews: 16,
-            tokens: 2048,
-        },
-        max: MaxTokens {
-            sentiment: 512,
-            summary: 512,
-            strengths: 512,
-        },
-        language: Default::default(),
-    };
-    Ok((0..w.restaurants)
-        .map(|i| {
-            let reviews: Vec<StoredReview> = (0..w.reviews_per_restaurant)
-                .map(|j| {
-                    let t = &texts[(i * 131 + j * 7) % texts.len()];
-                    StoredReview {
-                        review_id: format!("b{i}-{j}"),
-                        text: t.clone(),
-                        content_hash: String::new(),
-                        lang: None,
-                        rating: None,
-                    }
-                })
-                .collect();
-            planner.plan(&format!("bench-{i:04}"), &reviews, &reviews)
-        })
-        .collect())
-}
-
-fn review_texts(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read review texts from {}", path.display()))?;
-    let texts: Vec<String> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| v["text"].as_str().map(str::to_string))
-        .collect();
-    anyhow::ensure!(!texts.is_empty(), "{} has no review texts", path.display());
-    Ok(texts)
-}
-
-async fn mode(
-    name: &str,
-    plans: &[RestaurantPlan],
-    strategy: Strategy,
-    engine: EngineConfig,
-    w: &Workload,
-) -> anyhow::Result<ModeReport> {
-    let sim = SimServer::start(SimConfig {
-        engine,
-        ..SimConfig::default()
-    })
-    .await?;
-    let (order, in_flight, concurrency) = match strategy {
-        Strategy::Sequential => (Order::Fifo, 1, 1),
-        Strategy::Static => (Order::Fifo, w.max_in_flight, w.concurrency),
-        Strategy::Continuous(o) => (o, w.max_in_flight, w.concurrency),
-    };
-    let mut job = JobFile::default();
-    job.llm.endpoints = vec![sim.url.clone()];
-    job.llm.model = "sim".into();
-    job.llm.max_in_flight = in_flight;
-    job.llm.scheduling = order;
-    let cfg = crate::config::Config::validate(job)?;
-    let llm = OpenAiClient::new(&cfg.llm)?;
+/// Runs `spec` once.
+pub async fn run(spec: ModeSpec) -> anyhow::Result<ModeReport> {
+    let plans = workload::plans(&spec.workload)?;
+    let llm = client(&spec)?;
     llm.warm_up().await?;
+    let http = reqwest::Client::new();
+    let before = probe::metrics(&http, &spec.endpoint).await;
+    let scale = (before.as_deref())
+        .and_then(|t| probe::gauge(t, "palate_sim_time_scale"))
+        .filter(|s| *s > 0.0)
+        .unwrap_or(1.0);
+    let max_num_seqs = spec.max_num_seqs.or_else(|| {
+        (before.as_deref())
+            .and_then(|t| probe::gauge(t, "palate_sim_max_num_seqs"))
+            .map(|n| n as usize)
+    });
+    let sampler = Sampler::start(
+        http.clone(),
+        spec.endpoint.clone(),
+        Duration::from_millis(100),
+    );
+    let t0 = Instant::now();
+    let done = match spec.mode {
+        Mode::Ceiling => ceiling(&llm, &plans).await,
+        _ => restaurants(&llm, &plans, &spec).await,
+    };
+    let wall = t0.elapsed().as_secs_f64() / scale;
+    let (mean_running, _) = sampler.finish();
+    let after = probe::metrics(&http, &spec.endpoint).await;
+    let preempted = |t: Option<&str>| t.and_then(|t| probe::gauge(t, "vllm:num_preemptions_total"));
+    let preemptions =
+        preempted(after.as_deref()).map(|a| a - preempted(before.as_deref()).unwrap_or(0.0));
+    let cut = workload::small_cutoff(&plans);
+    Ok(report(
+        spec,
+        &done,
+        Figures {
+            wall,
+            scale,
+            cut,
+            mean_running,
+            max_num_seqs,
+            preemptions,
+        },
+    ))
+}
+
+fn client(spec: &ModeSpec) -> anyhow::Result<OpenAiClient> {
+    let mut job = JobFile::default();
+    job.llm.endpoints = vec![spec.endpoint.clone()];
+    job.llm.model = spec.model.clone();
+    (job.llm.max_in_flight, job.llm.scheduling) = match spec.mode {
+        Mode::Sequential => (1, Order::Fifo),
+        Mode::Fifo => (spec.max_in_flight, Order::Fifo),
+        Mode::Sjf | Mode::Priority => (spec.max_in_flight, Order::Sjf),
+        Mode::Ceiling => (1 << 20, Order::Fifo),
+    };
+    job.llm.send_priority = spec.mode == Mode::Priority;
+    job.llm.attempts = 1;
+    job.llm.request_timeout_s = 3600.0;
+    job.llm.read_timeout_s = 3600.0;
+    let cfg = crate::config::Config::validate(job)?;
+    Ok(OpenAiClient::new(&cfg.llm)?)
+}
+
+/// What each restaurant's analysis sent, and how long it took (real seconds).
+struct Done {
+    requests: Vec<RequestMetrics>,
+    analyses: usize,
+    valid: usize,
+    restaurant_s: Vec<f64>,
+}
+
+/// palate's path: each restaurant analysed as in a run, closed or open loop.
+async fn restaurants<'a>(
+    llm: &'a OpenAiClient,
+    plans: &'a [RestaurantPlan],
+    spec: &ModeSpec,
+) -> Done {
     let conduct = Conduct {
         follow_ups: FollowUps::Concurrent,
-        repairs: cfg.llm.repairs,
+        repairs: 1,
     };
-    let t0 = Instant::now();
-    let outcomes: Vec<KindOutcome> = match strategy {
-        Strategy::Static => {
-            let mut all = Vec::new();
-            for batch in plans.chunks(concurrency) {
-                let done = futures::future::join_all(
-                    batch
-                        .iter()
-                        .map(|p| analyse_plan(&llm, p, conduct, w.reviews_per_restaurant)),
-                )
-                .await;
-                all.extend(done.into_iter().flatten());
-            }
-            all
+    let reviews = spec.workload.reviews_per_restaurant;
+    let t0 = tokio::time::Instant::now();
+    let arrivals = arrivals(plans.len(), spec.arrival_rate, spec.seed);
+    let one = |p: &'a RestaurantPlan, at: Option<Duration>| async move {
+        if let Some(at) = at {
+            tokio::time::sleep_until(t0 + at).await;
         }
-        _ => {
-            futures::stream::iter(plans)
-                .map(|p| analyse_plan(&llm, p, conduct, w.reviews_per_restaurant))
-                .buffer_unordered(concurrency)
-                .flat_map(futures::stream::iter)
-                .collect()
-                .await
-        }
+        let start = tokio::time::Instant::now();
+        let out = analyse_plan(llm, p, conduct, reviews).await;
+        let since = at.map_or(start, |a| t0 + a);
+        (out, since.elapsed().as_secs_f64())
     };
-    let wall = t0.elapsed();
-    let stats = sim.stats();
-    Ok(report(name, &outcomes, wall, &stats, w.engine.time_scale))
+    let limit = match (spec.mode, spec.arrival_rate) {
+        (Mode::Sequential, _) => 1,
+        (_, Some(_)) => plans.len().max(1),
+        _ => spec.concurrency.max(1),
+    };
+    let results: Vec<_> = futures::stream::iter(plans.iter().zip(arrivals))
+        .map(|(p, at)| one(p, at))
+        .buffer_unordered(limit)
+        .collect()
+        .await;
+    let mut d = Done {
+        requests: Vec::new(),
+        analyses: 0,
+        valid: 0,
+        restaurant_s: Vec::new(),
+    };
+    for (outcomes, secs) in results {
+        d.restaurant_s.push(secs);
+        for o in outcomes {
+            d.analyses += 1;
+            d.valid += usize::from(o.outcome.is_ok());
+            d.requests.extend(o.requests);
+        }
+    }
+    d
 }
 
-fn report(
-    name: &str,
-    outcomes: &[KindOutcome],
-    wall: Duration,
-    stats: &crate::sim::EngineStats,
-    scale: f64,
-) -> ModeReport {
-    let reqs: Vec<&RequestMetrics> = outcomes.iter().flat_map(|o| &o.requests).collect();
-    let ttfts: Vec<f64> = reqs
-        .iter()
-        .filter_map(|m| m.ttft_ms)
-        .map(|t| t / scale)
+/// Arrival offsets of a Poisson process of `rate` per second (seeded), or none (closed loop).
+fn arrivals(n: usize, rate: Option<f64>, seed: u64) -> Vec<Option<Duration>> {
+    let Some(rate) = rate.filter(|r| *r > 0.0) else {
+        return vec![None; n];
+    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut t = 0.0;
+    (0..n)
+        .map(|_| {
+            t += -(1.0 - rng.f64()).ln() / rate;
+            Some(Duration::from_secs_f64(t))
+        })
+        .collect()
+}
+
+/// Every first request at once, unlimited, unvalidated: the server's offline ceiling.
+async fn ceiling(llm: &OpenAiClient, plans: &[RestaurantPlan]) -> Done {
+    let reqs: Vec<ChatRequest> = (plans.iter())
+        .flat_map(|p| {
+            p.requests.iter().map(|r| ChatRequest {
+                restaurant_id: p.restaurant_id.clone(),
+                kind: r.kind,
+                attempt: 1,
+                messages: r.messages.clone(),
+                schema: r.schema.clone(),
+                max_tokens: r.max_tokens,
+                prefill_tokens: r.prompt_tokens,
+            })
+        })
         .collect();
-    let sizes: Vec<f64> = reqs
-        .iter()
-        .filter_map(|m| m.est_prefill_tokens.map(|t| t as f64))
-        .collect();
-    let median = percentile(&sizes, 50.0).unwrap_or(0.0);
-    let small: Vec<f64> = reqs
-        .iter()
-        .filter(|m| m.est_prefill_tokens.is_some_and(|t| t as f64 <= median))
-        .filter_map(|m| m.ttft_ms.map(|t| (t + m.queue_ms) / scale))
-        .collect();
-    let secs = wall.as_secs_f64().max(1e-9) / scale;
-    let out_tokens: u64 = reqs.iter().filter_map(|m| m.completion_tokens).sum();
-    ModeReport {
-        name: name.to_string(),
-        requests: reqs.len(),
-        analyses_valid: outcomes.iter().filter(|o| o.outcome.is_ok()).count(),
-        analyses: outcomes.len(),
-        wall_s: secs,
-        requests_per_s: reqs.len() as f64 / secs,
-        output_tokens_per_s: out_tokens as f64 / secs,
-        ttft_mean_ms: ttfts.iter().sum::<f64>() / ttfts.len().max(1) as f64,
-        ttft_p95_ms: percentile(&ttfts, 95.0).unwrap_or(0.0),
-        small_ready_to_first_token_p95_ms: percentile(&small, 95.0).unwrap_or(0.0),
-        throughput_vs_sequential: 1.0,
-        utilisation: stats.busy_ms / (secs * 1000.0),
-        mean_batch: stats.seq_steps as f64 / stats.steps.max(1) as f64,
-        prompt_tokens: stats.prompt_tokens,
-        prefill_tokens: stats.prefill_tokens,
-        cached_tokens: stats.cached_tokens,
+    let outcomes = futures::future::join_all(reqs.iter().map(|r| llm.chat(r))).await;
+    let analyses = outcomes.len();
+    let valid = outcomes.iter().filter(|o| o.result.is_ok()).count();
+    Done {
+        requests: outcomes.into_iter().flat_map(|o| o.metrics).collect(),
+        analyses,
+        valid,
+        restaurant_s: Vec::new(),
     }
 }
 
-impl Default for Workload {
-    fn default() -> Self {
-        Self {
-            restaurants: 100,
-            reviews_per_restaurant: 50,
-            concurrency: 64,
-            max_in_flight: 64,
-            engine: EngineConfig::default(),
-            reviews_file: "data/reviews.jsonl".into(),
-            prompts_dir: "prompts".into(),
-        }
+struct Figures {
+    wall: f64,
+    scale: f64,
+    cut: f64,
+    mean_running: Option<f64>,
+    max_num_seqs: Option<usize>,
+    preemptions: Option<f64>,
+}
+
+fn report(spec: ModeSpec, d: &Done, f: Figures) -> ModeReport {
+    let s = f.scale;
+    let ok: Vec<&RequestMetrics> = d.requests.iter().filter(|m| m.ok).collect();
+    let ttft: Vec<f64> = ok.iter().filter_map(|m| m.ttft_ms).map(|t| t / s).collect();
+    let ready = |small: bool| -> Vec<f64> {
+        (ok.iter())
+            .filter(|m| {
+                m.est_prefill_tokens
+                    .is_some_and(|t| (t as f64 <= f.cut) == small)
+            })
+            .filter_map(|m| m.ttft_ms.map(|t| (t + m.queue_ms) / s))
+            .collect()
+    };
+    let (small, large) = (ready(true), ready(false));
+    let large_e2e: Vec<f64> = (ok.iter())
+        .filter(|m| m.est_prefill_tokens.is_some_and(|t| t as f64 > f.cut))
+        .map(|m| (m.e2e_ms + m.queue_ms) / s)
+        .collect();
+    let rest: Vec<f64> = d.restaurant_s.iter().map(|t| t / s).collect();
+    let p = |v: &[f64], q: f64| percentile(v, q).unwrap_or(0.0);
+    let wall = f.wall.max(1e-9);
+    let out_tokens: u64 = ok.iter().filter_map(|m| m.completion_tokens).sum();
+    ModeReport {
+        time_scale: s,
+        requests: d.requests.len(),
+        requests_failed: d.requests.len() - ok.len(),
+        analyses: d.analyses,
+        analyses_valid: d.valid,
+        wall_s: f.wall,
+        requests_per_s: ok.len() as f64 / wall,
+        output_tokens_per_s: out_tokens as f64 / wall,
+        ttft_p50_ms: p(&ttft, 50.0),
+        ttft_p95_ms: p(&ttft, 95.0),
+        small_ttft_p50_ms: p(&small, 50.0),
+        small_ttft_p95_ms: p(&small, 95.0),
+        large_ttft_p50_ms: p(&large, 50.0),
+        large_ttft_p95_ms: p(&large, 95.0),
+        large_e2e_p95_ms: p(&large_e2e, 95.0),
+        restaurant_p50_s: p(&rest, 50.0),
+        restaurant_p95_s: p(&rest, 95.0),
+        mean_running: f.mean_running,
+        max_num_seqs: f.max_num_seqs,
+        running_share: f
+            .mean_running
+            .zip(f.max_num_seqs)
+            .map(|(m, n)| m / n.max(1) as f64),
+        preemptions: f.preemptions,
+        prompt_tokens: ok.iter().filter_map(|m| m.prompt_tokens).sum(),
+        cached_tokens: ok.iter().filter_map(|m| m.cached_tokens).sum(),
+        spec,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poisson_arrivals_have_the_asked_rate_and_are_seeded() {
+        let a = arrivals(2000, Some(4.0), 7);
+        let last = a.last().unwrap().unwrap().as_secs_f64();
+        assert!((last - 500.0).abs() < 40.0, "2000 arrivals at 4/s: {last}");
+        assert_eq!(a, arrivals(2000, Some(4.0), 7));
+        assert!(a.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(arrivals(3, None, 7), vec![None; 3]);
     }
 }

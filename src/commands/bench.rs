@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::cli::{CatalogueArgs, EmbeddingArgs, SelectionArgs, ServeArgs};
+use crate::cli::{CatalogueArgs, EmbeddingArgs, SchedulingArgs, SelectionArgs, ServeArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::ingest::ingest_file;
@@ -36,28 +36,95 @@ pub async fn bench_selection(a: &SelectionArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn bench_serve(a: &ServeArgs) -> anyhow::Result<u8> {
-    let mut engine = crate::sim::EngineConfig {
-        max_num_seqs: a.max_num_seqs,
-        ..crate::sim::EngineConfig::default()
+    let mut profile = match &a.profile {
+        Some(p) => crate::sim::Profile::load(p)?,
+        None => crate::sim::Profile::builtin(),
     };
-    engine.latency.step_ms = a.step_ms;
-    engine.latency.prefill_token_ms = 0.0;
-    engine.latency.seq_ms = 0.0;
+    let e = &mut profile.engine;
+    if a.zero_cost {
+        e.latency = crate::sim::LatencyModel::constant(0.0);
+        e.kv_blocks = 0;
+    }
+    e.priority_scheduling |= a.priority;
+    e.time_scale = a.time_scale.unwrap_or(e.time_scale);
+    e.max_num_seqs = a.max_num_seqs.unwrap_or(e.max_num_seqs);
+    anyhow::ensure!(
+        a.output_scale > 0.0 && e.time_scale > 0.0,
+        "--output-scale and --time-scale must be above 0"
+    );
+    for o in profile.outputs.values_mut() {
+        for t in &mut o.tokens {
+            *t = ((f64::from(*t) * a.output_scale).round() as u32).max(1);
+        }
+    }
+    let name = profile.name.clone();
     let cfg = crate::sim::SimConfig {
-        engine,
         models: a.models.clone(),
-        ..crate::sim::SimConfig::default()
+        ..crate::sim::SimConfig::from_profile(profile)
     };
     let server = crate::sim::SimServer::start_at(cfg, &a.addr)
         .await
         .with_context(|| format!("cannot listen on {}", a.addr))?;
-    output::line(&format!("simulated server at {}", server.url));
+    output::line(&format!(
+        "simulated server at {} ({}{})",
+        server.url,
+        if a.zero_cost { "zero cost, " } else { "" },
+        name
+    ));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
     output::line(&format!("{} chat requests served", server.requests()));
+    Ok(exit::OK)
+}
+
+pub async fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
+    use crate::bench::{Mode, ModeSpec, WorkloadSpec};
+    let spec = ModeSpec {
+        endpoint: a.endpoint.clone(),
+        model: a.model.clone(),
+        mode: serde_json::from_value(serde_json::Value::String(a.mode.clone()))
+            .with_context(|| format!("no mode {}", a.mode))?,
+        concurrency: a.concurrency,
+        arrival_rate: a.arrival_rate,
+        seed: a.seed,
+        max_in_flight: a.max_in_flight,
+        max_num_seqs: a.max_num_seqs,
+        workload: WorkloadSpec {
+            restaurants: a.restaurants,
+            reviews_per_restaurant: a.reviews,
+            sentiment_batch: a.sentiment_batch,
+            review_scale: a.review_scale,
+            max_tokens: a.max_tokens,
+            reviews_file: a.reviews_file.clone(),
+            prompts_dir: a.prompts_dir.clone(),
+        },
+    };
+    if let Some(path) = &a.export_workload {
+        let plans = crate::bench::workload::plans(&spec.workload)?;
+        let mut job = crate::config::JobFile::default();
+        job.llm.endpoints = vec![spec.endpoint.clone()];
+        job.llm.send_priority = spec.mode == Mode::Priority;
+        let client = crate::infer::OpenAiClient::new(&crate::config::Config::validate(job)?.llm)?;
+        let n = crate::bench::workload::export(&plans, &spec.model, &client, path)?;
+        output::line(&format!("{n} requests written to {}", path.display()));
+        return Ok(exit::OK);
+    }
+    let report = crate::bench::scheduling::run(spec).await?;
+    output::mode_report(&report);
+    if let Some(path) = &a.json {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        std::io::Write::write_all(
+            &mut f,
+            format!("{}\n", serde_json::to_string(&report)?).as_bytes(),
+        )?;
+    }
     Ok(exit::OK)
 }
 

@@ -1,12 +1,11 @@
 //! commands: what each CLI subcommand does, wiring the stages together. Printing is left to
 //! [`crate::output`].
 use std::fs::File;
-use std::time::Instant;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SchedulingArgs, SyncArgs};
+use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SyncArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::eval::EvalOptions;
@@ -19,7 +18,7 @@ mod lock;
 mod run;
 mod setup;
 
-pub use bench::{bench_catalogue, bench_embedding, bench_selection, bench_serve};
+pub use bench::{bench_catalogue, bench_embedding, bench_scheduling, bench_selection, bench_serve};
 pub use run::{analyze, run};
 pub use setup::pipeline;
 
@@ -93,37 +92,6 @@ pub async fn eval(args: &EvalArgs) -> anyhow::Result<u8> {
     let report = crate::eval::evaluate(&p, restaurants, &opts).await?;
     output::line(&report.markdown());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    Ok(exit::OK)
-}
-
-pub fn bench_scheduling(a: &SchedulingArgs) -> anyhow::Result<u8> {
-    let engine = crate::sim::EngineConfig {
-        latency: crate::sim::LatencyModel {
-            step_ms: a.step_ms,
-            prefill_token_ms: a.prefill_token_ms,
-            seq_ms: a.seq_ms,
-        },
-        max_num_seqs: a.max_num_seqs,
-        max_num_batched_tokens: a.max_num_batched_tokens,
-        time_scale: a.time_scale,
-        ..crate::sim::EngineConfig::default()
-    };
-    let w = crate::bench::Workload {
-        restaurants: a.restaurants,
-        reviews_per_restaurant: a.reviews,
-        concurrency: a.concurrency,
-        max_in_flight: a.max_in_flight,
-        engine,
-        reviews_file: a.reviews_file.clone(),
-        prompts_dir: a.prompts_dir.clone(),
-    };
-    let t = Instant::now();
-    let report = crate::bench::scheduling(w)?;
-    output::scheduling_report(&report, t.elapsed().as_secs_f64());
-    if let Some(path) = &a.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }

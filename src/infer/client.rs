@@ -198,7 +198,8 @@ impl OpenAiClient {
         }
     }
 
-    fn body(&self, req: &ChatRequest, model: &str) -> Value {
+    /// The chat completion body sent for `req` to `model`.
+    pub fn body(&self, req: &ChatRequest, model: &str) -> Value {
         let mut body = json!({
             "model": model,
             "messages": req.messages,

@@ -5,6 +5,8 @@
 
 use serde_json::{Map, Value};
 
+use super::profile::TokenRates;
+
 const WORDS: [&str; 12] = [
     "fresh", "broth", "kind", "staff", "fair", "prices", "quick", "service", "warm", "room",
     "generous", "portions",
@@ -135,7 +137,8 @@ impl Gen<'_> {
     }
 }
 
-/// Splits text into pieces of at most 4 bytes on character boundaries: the simulated tokens.
+/// Splits text into pieces of at most 4 bytes on character boundaries: the simulated tokens of
+/// an answer with no length model.
 pub fn pieces(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
@@ -151,16 +154,48 @@ pub fn pieces(text: &str) -> Vec<String> {
     out
 }
 
-/// Prompt token ids: 4-byte pieces of the rendered chat, so equal text gives equal tokens.
-pub fn prompt_tokens(text: &str) -> Vec<u32> {
-    text.as_bytes()
-        .chunks(4)
-        .map(|c| {
-            let mut b = [0u8; 4];
-            b[..c.len()].copy_from_slice(c);
-            u32::from_le_bytes(b)
+/// `text` as exactly `n` tokens (at least 1): its characters spread evenly over them, and
+/// spaces after the text where it has fewer characters than `n`.
+pub fn pieces_of_length(text: &str, n: usize) -> Vec<String> {
+    let n = n.max(1);
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() <= n {
+        let mut out: Vec<String> = chars.iter().map(char::to_string).collect();
+        out.resize(n, " ".to_string());
+        return out;
+    }
+    (0..n)
+        .map(|i| {
+            chars[i * chars.len() / n..(i + 1) * chars.len() / n]
+                .iter()
+                .collect()
         })
         .collect()
+}
+
+/// Prompt token ids at the served model's average rates: a token ends once its characters add
+/// up to one token. An id hashes the token's characters, so equal text gives equal tokens.
+pub fn prompt_tokens(text: &str, rates: &TokenRates) -> Vec<u32> {
+    const SEED: u32 = 0x811c_9dc5;
+    let mut out = Vec::with_capacity(text.len() / 3);
+    let (mut acc, mut id) = (0.0f64, SEED);
+    for c in text.chars() {
+        id = (id ^ c as u32).wrapping_mul(0x0100_0193);
+        acc += if c.is_ascii() {
+            1.0 / rates.ascii_chars_per_token
+        } else {
+            rates.tokens_per_other_char
+        };
+        while acc >= 1.0 {
+            out.push(id);
+            id = id.wrapping_mul(0x0100_0193) ^ SEED;
+            acc -= 1.0;
+        }
+    }
+    if acc > 0.0 {
+        out.push(id);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -191,5 +226,31 @@ mod tests {
         assert_eq!(pieces("abcdefg"), ["abcd", "efg"]);
         assert_eq!(pieces("맛있어"), ["맛", "있", "어"]);
         assert_eq!(pieces("맛있어").concat(), "맛있어");
+    }
+
+    #[test]
+    fn an_answer_takes_exactly_the_drawn_number_of_tokens() {
+        let a = pieces_of_length("{\"a\":1}", 3);
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.concat(), "{\"a\":1}");
+        let b = pieces_of_length("{}", 5);
+        assert_eq!(b.len(), 5);
+        assert_eq!(b.concat().trim_end(), "{}");
+    }
+
+    #[test]
+    fn prompt_tokens_follow_the_rates() {
+        let palate = TokenRates::default();
+        assert_eq!(prompt_tokens("abcdefgh", &palate).len(), 2);
+        assert_eq!(prompt_tokens("맛있어요", &palate).len(), 6);
+        assert_eq!(
+            prompt_tokens("맛있어요", &palate),
+            prompt_tokens("맛있어요", &palate)
+        );
+        let qwen = TokenRates {
+            ascii_chars_per_token: 4.0,
+            tokens_per_other_char: 0.8,
+        };
+        assert_eq!(prompt_tokens("맛있어요 맛있어요", &qwen).len(), 7);
     }
 }

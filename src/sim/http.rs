@@ -136,10 +136,11 @@ async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Respo
     let (tx, rx) = mpsc::unbounded_channel();
     let half = output.len().min(max_tokens) / 2;
     let seq = NewSeq {
-        prompt: content::prompt_tokens(&prompt),
+        prompt: content::prompt_tokens(&prompt, &state.cfg.tokens),
         output,
         max_tokens,
         priority,
+        constrained: body["response_format"]["type"] == json!("json_schema"),
         tx,
     };
     if state.engine.send(seq).is_err() {
@@ -230,15 +231,39 @@ fn prompt_text(body: &Value) -> String {
 }
 
 /// The answer's tokens: an instance of the requested JSON schema, cut in half for
-/// [`Fault::TruncatedJson`].
+/// [`Fault::TruncatedJson`]. Where the profile has a length model for the schema's kind, the
+/// answer takes a drawn number of tokens, and a drawn share of answers is cut in half (invalid,
+/// as the share of the real run's answers that palate refused).
 fn answer(state: &State, body: &Value, n: u64, fault: Option<Fault>) -> Vec<String> {
-    let schema = &body["response_format"]["json_schema"]["schema"];
+    let format = &body["response_format"]["json_schema"];
+    let schema = &format["schema"];
     let mut answer = content::instance(schema, state.cfg.faults.seed ^ n).to_string();
-    if fault == Some(Fault::TruncatedJson) {
+    let model = format["name"]
+        .as_str()
+        .and_then(|k| state.cfg.outputs.get(k));
+    let (length, invalid) = match model {
+        Some(m) => {
+            let mut rng = lock(&state.rng);
+            let items = if m.per_item {
+                schema["required"].as_array().map_or(1, Vec::len).max(1)
+            } else {
+                1
+            };
+            let length: usize = (0..items)
+                .map(|_| m.tokens[rng.usize(..m.tokens.len())] as usize)
+                .sum();
+            (Some(length), rng.f64() < m.invalid_rate)
+        }
+        None => (None, false),
+    };
+    if fault == Some(Fault::TruncatedJson) || invalid {
         let cut = answer.char_indices().nth(answer.chars().count() / 2);
         answer.truncate(cut.map_or(0, |(i, _)| i));
     }
-    content::pieces(&answer)
+    match length {
+        Some(n) => content::pieces_of_length(&answer, n),
+        None => content::pieces(&answer),
+    }
 }
 
 /// A `text/event-stream` response carrying the sequence's events.

@@ -5,11 +5,15 @@
 //! on a schedule.
 
 pub mod content;
+mod cost;
 pub mod engine;
 mod faults;
 mod http;
+mod kv;
 mod prefix_cache;
+pub mod profile;
 mod prometheus;
+mod seq;
 mod sse;
 mod stats;
 
@@ -23,8 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::lock;
 use engine::NewSeq;
-pub use engine::{EngineConfig, EngineStats, LatencyModel};
+pub use engine::{EngineConfig, EngineStats, LatencyModel, StepLoad};
 pub use faults::{Fault, FaultPlan};
+pub use profile::{OutputModel, Profile, TokenRates};
 
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -32,14 +37,34 @@ pub struct SimConfig {
     /// Model names served; a request for another gets 404.
     pub models: Vec<String>,
     pub faults: FaultPlan,
+    /// How prompts are counted in tokens.
+    pub tokens: TokenRates,
+    /// Answer lengths and refusals by kind; a kind without one answers the schema's instance,
+    /// always valid.
+    pub outputs: BTreeMap<String, OutputModel>,
 }
 
 impl Default for SimConfig {
+    /// The built-in profile's engine, palate's token estimate, answers always valid.
     fn default() -> Self {
         Self {
             engine: EngineConfig::default(),
             models: vec!["sim".into()],
             faults: FaultPlan::default(),
+            tokens: TokenRates::default(),
+            outputs: BTreeMap::new(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// Everything the profile models: engine, token counts, answers.
+    pub fn from_profile(p: Profile) -> Self {
+        Self {
+            engine: p.engine,
+            tokens: p.tokens,
+            outputs: p.outputs,
+            ..Self::default()
         }
     }
 }

@@ -13,22 +13,29 @@ pub(super) fn prometheus(s: &EngineStats, model: &str) -> String {
         ("vllm:num_requests_waiting", s.waiting as f64),
         (
             "vllm:kv_cache_usage_perc",
-            if s.cache_blocks == 0 {
-                0.0
-            } else {
-                s.cache_blocks_used as f64 / s.cache_blocks as f64
+            match (s.kv_blocks, s.cache_blocks) {
+                (0, 0) => 0.0,
+                (0, cache) => s.cache_blocks_used as f64 / cache as f64,
+                (kv, _) => s.kv_blocks_used as f64 / kv as f64,
             },
         ),
     ];
     for (name, v) in gauges {
         let _ = writeln!(out, "# TYPE {name} gauge\n{name}{{{label}}} {v}");
     }
+    // The simulator's own, for the benchmarks: its time scale and limit.
+    let _ = writeln!(
+        out,
+        "palate_sim_time_scale {}\npalate_sim_max_num_seqs {}",
+        s.time_scale, s.max_num_seqs
+    );
     let counters = [
         ("vllm:prompt_tokens_total", s.prompt_tokens),
         ("vllm:generation_tokens_total", s.generation_tokens),
         ("vllm:prefix_cache_queries_total", s.prompt_tokens),
         ("vllm:prefix_cache_hits_total", s.cached_tokens),
         ("vllm:request_success_total", s.finished),
+        ("vllm:num_preemptions_total", s.preemptions),
     ];
     for (name, v) in counters {
         let _ = writeln!(out, "# TYPE {name} counter\n{name}{{{label}}} {v}");

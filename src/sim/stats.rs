@@ -8,6 +8,15 @@ pub struct EngineStats {
     pub steps: u64,
     /// Time spent in steps (the engine had work).
     pub busy_ms: f64,
+    /// Σ running sequences × step time: ÷ wall time, the time-weighted mean running.
+    pub running_ms: f64,
+    pub preemptions: u64,
+    pub max_num_seqs: usize,
+    /// The engine's real seconds per simulated second.
+    pub time_scale: f64,
+    pub kv_blocks_used: usize,
+    /// 0: no limit.
+    pub kv_blocks: usize,
     /// Sum over steps of the sequences running in it (mean batch = seq_steps / steps).
     pub seq_steps: u64,
     pub prompt_tokens: u64,

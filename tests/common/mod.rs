@@ -247,3 +247,25 @@ pub fn plan_of(texts: &[&str]) -> palate::plan::RestaurantPlan {
         .collect();
     planner.plan("r", &reviews, &reviews)
 }
+
+/// A simulated server whose steps take `step_ms` (plus a little per token and sequence), with
+/// `faults`.
+pub async fn sim(step_ms: f64, faults: palate::sim::FaultPlan) -> palate::sim::SimServer {
+    use palate::sim::{EngineConfig, LatencyModel, SimConfig, SimServer};
+    let engine = EngineConfig {
+        latency: LatencyModel {
+            step_ms,
+            token_ms: 0.0005,
+            seq_ms: 0.01,
+            ..LatencyModel::constant(0.0)
+        },
+        ..EngineConfig::default()
+    };
+    let cfg = SimConfig {
+        engine,
+        models: vec!["sim".into()],
+        faults,
+        ..SimConfig::default()
+    };
+    SimServer::start(cfg).await.unwrap()
+}

@@ -1,0 +1,158 @@
+//! What one engine step costs. A step runs the model once over every token scheduled in it (the
+//! prefill chunks and one token per decoding sequence), so it is bound by whichever is slower:
+//! the arithmetic (`token_ms` per token) or the memory traffic (the weights read once, plus every
+//! decoding sequence's KV cache read, which grows with its context). The host adds a fixed part
+//! per step (scheduling, sampling, launching) and a part per running sequence, and a constrained
+//! sequence adds its grammar's token mask:
+//!
+//! `step = step_ms + seq_ms·running + mask_ms·constrained
+//!         + max(token_ms·tokens, weights_ms + kv_token_us/1000·Σ context)`
+//!
+//! A structured-output request also waits `grammar_ms` for its grammar before it can be scheduled.
+//! `palate bench calibrate` fits these figures to a real server; `data/profiles/` holds the named
+//! profiles.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyModel {
+    /// Host time per step, ms.
+    pub step_ms: f64,
+    /// Host time per running sequence per step (sampling, detokenising), ms.
+    #[serde(default)]
+    pub seq_ms: f64,
+    /// Compute per token in the step, prefill or decode, ms.
+    #[serde(default)]
+    pub token_ms: f64,
+    /// Reading the weights once, ms.
+    #[serde(default)]
+    pub weights_ms: f64,
+    /// Reading one token of context from the KV cache, µs.
+    #[serde(default)]
+    pub kv_token_us: f64,
+    /// Compiling a request's grammar before it is scheduled, ms.
+    #[serde(default)]
+    pub grammar_ms: f64,
+    /// The grammar's token mask per constrained sequence per step, ms.
+    #[serde(default)]
+    pub mask_ms: f64,
+}
+
+/// What a step computes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepLoad {
+    /// Prompt tokens computed (prefill chunks).
+    pub prefill: usize,
+    /// Sequences decoding one token.
+    pub decoding: usize,
+    /// Sequences in the running set.
+    pub running: usize,
+    /// Decoding sequences under a grammar.
+    pub constrained: usize,
+    /// Tokens of context the decoding sequences read.
+    pub context: usize,
+}
+
+impl LatencyModel {
+    /// Every step takes `step_ms`, whatever it holds (the fault tests' server).
+    pub fn constant(step_ms: f64) -> Self {
+        Self {
+            step_ms,
+            seq_ms: 0.0,
+            token_ms: 0.0,
+            weights_ms: 0.0,
+            kv_token_us: 0.0,
+            grammar_ms: 0.0,
+            mask_ms: 0.0,
+        }
+    }
+
+    /// The step's time, ms.
+    pub fn step(&self, l: &StepLoad) -> f64 {
+        let compute = self.token_ms * (l.prefill + l.decoding) as f64;
+        let memory = self.weights_ms + self.kv_token_us / 1000.0 * l.context as f64;
+        self.step_ms
+            + self.seq_ms * l.running as f64
+            + self.mask_ms * l.constrained as f64
+            + compute.max(memory)
+    }
+
+    /// Every figure finite and at least 0.
+    pub fn check(&self) -> anyhow::Result<()> {
+        let all = [
+            ("step_ms", self.step_ms),
+            ("seq_ms", self.seq_ms),
+            ("token_ms", self.token_ms),
+            ("weights_ms", self.weights_ms),
+            ("kv_token_us", self.kv_token_us),
+            ("grammar_ms", self.grammar_ms),
+            ("mask_ms", self.mask_ms),
+        ];
+        for (name, v) in all {
+            anyhow::ensure!(
+                v.is_finite() && v >= 0.0,
+                "latency figure {name} = {v} must be a number at least 0"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model() -> LatencyModel {
+        LatencyModel {
+            step_ms: 1.0,
+            seq_ms: 0.01,
+            token_ms: 0.04,
+            weights_ms: 6.0,
+            kv_token_us: 0.02,
+            grammar_ms: 0.0,
+            mask_ms: 0.05,
+        }
+    }
+
+    #[test]
+    fn small_decode_steps_are_memory_bound_and_grow_with_context() {
+        let m = model();
+        let short = m.step(&StepLoad {
+            decoding: 8,
+            running: 8,
+            context: 8 * 500,
+            ..Default::default()
+        });
+        let long = m.step(&StepLoad {
+            decoding: 8,
+            running: 8,
+            context: 8 * 4000,
+            ..Default::default()
+        });
+        // 1 + 0.08 + max(0.32, 6 + 0.08) and 1 + 0.08 + max(0.32, 6 + 0.64)
+        assert!((short - 7.16).abs() < 1e-9, "{short}");
+        assert!((long - 7.72).abs() < 1e-9, "{long}");
+    }
+
+    #[test]
+    fn a_large_prefill_is_compute_bound_not_the_sum_of_its_parts() {
+        let m = model();
+        let t = m.step(&StepLoad {
+            prefill: 4000,
+            decoding: 10,
+            running: 11,
+            constrained: 10,
+            context: 10 * 300,
+        });
+        // 1 + 0.11 + 0.5 + max(0.04·4010, 6 + 0.06)
+        assert!((t - (1.61 + 160.4)).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn negative_figures_are_refused() {
+        let mut m = model();
+        m.kv_token_us = -1.0;
+        assert!(m.check().unwrap_err().to_string().contains("kv_token_us"));
+    }
+}

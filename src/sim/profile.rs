@@ -1,0 +1,185 @@
+//! A named simulator profile: the engine (limits and step cost), how the served model counts
+//! tokens, and what its answers look like (lengths and the share palate refuses), drawn from a
+//! real run's `vllm_metrics`. `data/profiles/qwen2.5-7b-h100.toml` is built in and is the
+//! default; `palate bench calibrate` writes one fitted to a real server.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::EngineConfig;
+
+const BUILTIN: &str = include_str!("../../data/profiles/qwen2.5-7b-h100.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    pub name: String,
+    /// Where its figures come from.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    pub engine: EngineConfig,
+    #[serde(default)]
+    pub tokens: TokenRates,
+    /// Answer lengths and refusals by request kind (the JSON schema's name).
+    #[serde(default)]
+    pub outputs: BTreeMap<String, OutputModel>,
+}
+
+/// How the served model's tokenizer counts text, on average.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRates {
+    /// ASCII characters per token.
+    pub ascii_chars_per_token: f64,
+    /// Tokens per other character (Hangul).
+    pub tokens_per_other_char: f64,
+}
+
+impl Default for TokenRates {
+    /// palate's own estimate ([`crate::plan::estimate_tokens`]).
+    fn default() -> Self {
+        Self {
+            ascii_chars_per_token: 4.0,
+            tokens_per_other_char: 1.5,
+        }
+    }
+}
+
+/// One kind of answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputModel {
+    /// Observed completion lengths, drawn from uniformly.
+    pub tokens: Vec<u32>,
+    /// `tokens` are per item (per required property of the schema, as a sentiment request's
+    /// one label per review) rather than per answer.
+    #[serde(default)]
+    pub per_item: bool,
+    /// Share of answers palate refused as invalid (each costs a repair request).
+    #[serde(default)]
+    pub invalid_rate: f64,
+}
+
+impl Profile {
+    /// The built-in profile (its parse is checked by a unit test).
+    #[allow(clippy::expect_used, reason = "a file compiled in, parsed by a test")]
+    pub fn builtin() -> Self {
+        toml::from_str(BUILTIN).expect("the built-in profile parses")
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read profile {}", path.display()))?;
+        let p: Self = toml::from_str(&text)
+            .with_context(|| format!("profile {} is not valid", path.display()))?;
+        p.check()
+            .with_context(|| format!("profile {}", path.display()))?;
+        Ok(p)
+    }
+
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.engine.latency.check()?;
+        let e = &self.engine;
+        anyhow::ensure!(
+            e.max_num_seqs > 0 && e.max_num_batched_tokens > 0 && e.block_size > 0,
+            "max_num_seqs, max_num_batched_tokens and block_size must be at least 1"
+        );
+        anyhow::ensure!(
+            self.tokens.ascii_chars_per_token > 0.0 && self.tokens.tokens_per_other_char > 0.0,
+            "token rates must be above 0"
+        );
+        for (kind, o) in &self.outputs {
+            anyhow::ensure!(
+                !o.tokens.is_empty() && (0.0..=1.0).contains(&o.invalid_rate),
+                "outputs.{kind}: tokens must not be empty and invalid_rate must be in 0..=1"
+            );
+        }
+        Ok(())
+    }
+
+    /// The profile as TOML.
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        Ok(toml::to_string(self)?)
+    }
+}
+
+/// The completion lengths and refusals of a run's `vllm_metrics` (its successful requests), by
+/// kind; sentiment lengths per labelled review, `reviews_per_sentiment` being the job's batch.
+pub fn outputs_from_run(
+    db: &Path,
+    run: Option<i64>,
+    reviews_per_sentiment: u32,
+) -> anyhow::Result<BTreeMap<String, OutputModel>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", db.display()))?;
+    let run = match run {
+        Some(r) => r,
+        None => conn
+            .query_row("SELECT max(run_id) FROM vllm_metrics", [], |r| r.get(0))
+            .with_context(|| format!("{} has no vllm_metrics", db.display()))?,
+    };
+    let mut stmt = conn.prepare(
+        "SELECT kind, completion_tokens, error_class = 'invalid_output' FROM vllm_metrics
+         WHERE run_id = ?1 AND status = 'ok' AND completion_tokens IS NOT NULL ORDER BY id",
+    )?;
+    let mut out: BTreeMap<String, (OutputModel, u32)> = BTreeMap::new();
+    let rows = stmt.query_map([run], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, u32>(1)?,
+            r.get::<_, Option<bool>>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (kind, tokens, invalid) = row?;
+        let per_item = kind == "sentiment";
+        let e = out.entry(kind).or_insert_with(|| {
+            (
+                OutputModel {
+                    tokens: Vec::new(),
+                    per_item,
+                    invalid_rate: 0.0,
+                },
+                0,
+            )
+        });
+        let n = if per_item {
+            tokens.div_ceil(reviews_per_sentiment.max(1))
+        } else {
+            tokens
+        };
+        e.0.tokens.push(n);
+        e.1 += u32::from(invalid.unwrap_or(false));
+    }
+    anyhow::ensure!(
+        !out.is_empty(),
+        "run {run} of {} has no successful request",
+        db.display()
+    );
+    Ok(out
+        .into_iter()
+        .map(|(k, (mut o, invalid))| {
+            o.invalid_rate = f64::from(invalid) / o.tokens.len() as f64;
+            (k, o)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_builtin_profile_is_valid_and_round_trips() {
+        let p = Profile::builtin();
+        p.check().unwrap();
+        assert!(p.engine.kv_blocks > 0 && p.engine.max_num_seqs >= 256);
+        let again: Profile = toml::from_str(&p.to_toml().unwrap()).unwrap();
+        assert_eq!(again.engine.latency, p.engine.latency);
+        assert_eq!(again.outputs, p.outputs);
+    }
+}
