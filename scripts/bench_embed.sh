@@ -8,11 +8,7 @@ cd "$(dirname "$0")/.."
 threads=${1:-2}
 CACHE=${PALATE_CACHE:-.cache}
 scripts/setup.sh embed > /dev/null
-venv=$CACHE/bench-venv
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import fastembed' 2>/dev/null; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check fastembed==0.9.1 onnxruntime==1.24.4
-fi
+py=$(scripts/bench_venv.sh)
 cargo build --release --locked --quiet
 texts=$(mktemp --suffix .jsonl)
 trap 'rm -f "$texts"' EXIT
@@ -24,5 +20,5 @@ target/release/palate bench embedding --texts "$texts" --rounds 3 \
   --embed-model-dir "$CACHE/models/me5" --ort-dylib "$CACHE/onnxruntime/libonnxruntime.so.1.24.4" \
   --job <(printf '[embed]\nbatch_size = 32\nthreads = %s\n' "$threads") 2>/dev/null
 echo "Python fastembed 0.9.1 (reviews/s per round):"
-"$venv/bin/python" scripts/bench_embed.py --model-dir "$CACHE/models/me5" --texts "$texts" \
+"$py" scripts/bench_embed.py --model-dir "$CACHE/models/me5" --texts "$texts" \
   --threads "$threads" --batch 32 --rounds 3

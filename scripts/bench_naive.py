@@ -16,7 +16,7 @@ completion tokens (the final usage chunk), and whether the answer parses as JSON
 restaurant, its last answer minus its release.
 Prints a short table and writes the same summary as one JSON object to --json.
 """
-import argparse, asyncio, json, math, random, time
+import argparse, asyncio, json, math, random, time, urllib.request
 from collections import Counter
 
 from openai import AsyncOpenAI
@@ -25,6 +25,20 @@ from openai import AsyncOpenAI
 TYPED = {"max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
          "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
          "response_format", "user"}
+
+
+def time_scale(endpoint):
+    """palate's simulator runs at a time scale it states on /metrics (real seconds per simulated
+    second); every time here is divided by it, as palate's own benchmark does. 1 elsewhere."""
+    base = endpoint.rstrip("/").removesuffix("/v1")
+    try:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("palate_sim_time_scale "):
+                    return float(line.split()[1]) or 1.0
+    except (OSError, ValueError):
+        pass
+    return 1.0
 
 
 def pct(values, p):
@@ -93,11 +107,12 @@ def load(path):
 
 async def run(a):
     groups = load(a.workload)
+    a.scale = time_scale(a.endpoint)
     if a.arrival_rate:
         rng, t, releases = random.Random(a.seed), 0.0, []
         for _ in groups:  # first arrival after one gap, as palate's own open loop
             t += rng.expovariate(a.arrival_rate)
-            releases.append(t)
+            releases.append(t * a.scale)
     else:
         releases = [0.0] * len(groups)
     client = AsyncOpenAI(base_url=a.endpoint, api_key=a.api_key, max_retries=0, timeout=a.timeout)
@@ -111,6 +126,12 @@ async def run(a):
 
 
 def summarise(a, done, wall):
+    """The figures, in the server's time (real time divided by its time scale)."""
+    k = a.scale
+    wall /= k
+    done = [(c / k, [{**r, "ttft": None if r["ttft"] is None else r["ttft"] / k,
+                      "e2e": None if r["e2e"] is None else r["e2e"] / k} for r in rs])
+            for c, rs in done]
     reqs = [r for _, rs in done for r in rs]
     ok = [r for r in reqs if r["ok"]]
     ms = lambda v: None if v is None else round(v * 1000, 1)
@@ -138,7 +159,7 @@ def summarise(a, done, wall):
         "restaurant_completion_p50_s": None if not comp else round(pct(comp, .5), 3),
         "restaurant_completion_p95_s": None if not comp else round(pct(comp, .95), 3),
         "restaurants": len(done), "mode": "open" if a.arrival_rate else "closed",
-        "arrival_rate": a.arrival_rate, "concurrency": a.concurrency,
+        "arrival_rate": a.arrival_rate, "concurrency": a.concurrency, "time_scale": k,
     })
     return s
 

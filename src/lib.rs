@@ -32,8 +32,8 @@
 //!    `Config`, assembled from the stages' own sections).
 //! 6. [`pipeline`]: runs select → plan → infer → validate → store per restaurant, each in its
 //!    own task. [`report`]: `palate report` (table, HTML charts, daily view, results page).
-//!    [`eval`]: `palate eval`, quality on labelled data. [`bench`]: `palate bench scheduling` and
-//!    `selection`.
+//!    [`eval`]: `palate eval`, quality on labelled data. [`bench`]: `palate bench scheduling`,
+//!    `calibrate` and `selection`.
 //! 7. The edge: [`commands`] (each subcommand) and [`output`] (everything printed for people).
 
 pub mod bench;

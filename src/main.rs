@@ -37,6 +37,9 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchSuite::Scheduling(a)) => {
             runtime()?.block_on(commands::bench_scheduling(a))
         }
+        Command::Bench(BenchSuite::Calibrate(a)) => {
+            runtime()?.block_on(commands::bench_calibrate(a))
+        }
         Command::Bench(BenchSuite::Selection(a)) => {
             runtime()?.block_on(commands::bench_selection(a))
         }

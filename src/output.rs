@@ -294,3 +294,50 @@ restaurant p50/p95 {:.1}/{:.1} s",
         );
     }
 }
+
+/// Each calibration point against the fit, and the fitted figures.
+pub fn calibration(c: &crate::bench::calibrate::Calibration) {
+    use crate::bench::fit::Point;
+    println!(
+        "{:<34} {:>12} {:>12} {:>8}",
+        "point", "observed", "fitted", "error"
+    );
+    for (p, predicted) in &c.points {
+        let name = match p {
+            Point::Decode {
+                parallel, context, ..
+            } => format!("decode x{parallel} (context {context})"),
+            Point::Prefill { tokens, .. } => format!("prefill {tokens} tokens"),
+        };
+        let o = p.observed();
+        println!(
+            "{name:<34} {o:>9.1} ms {predicted:>9.1} ms {:>+7.1}%",
+            100.0 * (predicted - o) / o.max(1e-9)
+        );
+    }
+    let m = &c.profile.engine.latency;
+    println!(
+        "fit: mean |error| {:.1} %, max {:.1} %\nstep {:.3} ms + {:.4} ms/seq + max({:.4} ms/token + {:.5} us/attention pair, \
+{:.3} ms weights + {:.5} us/context token); grammar {:.1} ms per request, mask {:.3} ms per token",
+        100.0 * c.fit.mean_abs_error,
+        100.0 * c.fit.max_abs_error,
+        m.step_ms,
+        m.seq_ms,
+        m.token_ms,
+        m.attention_us,
+        m.weights_ms,
+        m.kv_token_us,
+        c.grammar_ms,
+        c.mask_ms
+    );
+    for (kind, g) in &c.grammar {
+        println!(
+            "grammar, {kind}: time to first token {:.0} ms without the schema, {:.0} ms with; per output token {:.2} / {:.2} ms",
+            g.ttft_ms[0], g.ttft_ms[1], g.tpot_ms[0], g.tpot_ms[1]
+        );
+    }
+    println!(
+        "tokens: {:.2} ASCII characters per token, {:.2} tokens per Hangul character",
+        c.tokens.ascii_chars_per_token, c.tokens.tokens_per_other_char
+    );
+}

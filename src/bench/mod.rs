@@ -8,6 +8,8 @@
 //! - `palate bench selection` ([`selection`]): TOP-K + MMR for one large restaurant, through
 //!   each vector index backend.
 
+pub mod calibrate;
+pub mod fit;
 pub mod probe;
 pub mod scheduling;
 pub mod selection;

@@ -1,10 +1,13 @@
 //! What the benchmarks read from the server's `/metrics` while a mode runs: the running
 //! sequences (vLLM's `vllm:num_requests_running`, llama.cpp's `llamacpp:requests_processing`),
 //! sampled at a fixed interval so their mean is time-weighted, the preemptions, and the
-//! simulator's own gauges (its time scale and `max_num_seqs`).
+//! simulator's own gauges (its time scale and `max_num_seqs`); and one streamed request's
+//! client-side timings, which calibration measures.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
 
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +74,96 @@ impl Sampler {
         let s = lock(&self.samples);
         let mean = (!s.is_empty()).then(|| s.iter().sum::<f64>() / s.len() as f64);
         (mean, s.len())
+    }
+}
+
+/// One streamed request's client-side timings and usage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sample {
+    pub ttft_ms: f64,
+    pub e2e_ms: f64,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+impl Sample {
+    pub fn tpot_ms(&self) -> Option<f64> {
+        (self.completion_tokens > 1)
+            .then(|| (self.e2e_ms - self.ttft_ms) / (self.completion_tokens - 1) as f64)
+    }
+}
+
+/// A real server the calibration measures, one streamed request at a time.
+pub struct Server {
+    pub http: reqwest::Client,
+    pub url: String,
+    pub model: String,
+}
+
+impl Server {
+    /// Streams one chat completion; `schema` constrains it.
+    pub async fn chat(
+        &self,
+        prompt: &str,
+        max_tokens: usize,
+        ignore_eos: bool,
+        schema: Option<&Value>,
+    ) -> anyhow::Result<Sample> {
+        let messages = json!([{"role": "user", "content": prompt}]);
+        self.messages(messages, max_tokens, ignore_eos, schema)
+            .await
+    }
+
+    pub async fn messages(
+        &self,
+        messages: Value,
+        max_tokens: usize,
+        ignore_eos: bool,
+        schema: Option<&Value>,
+    ) -> anyhow::Result<Sample> {
+        let mut body = json!({"model": self.model, "stream": true,
+            "stream_options": {"include_usage": true}, "max_tokens": max_tokens,
+            "temperature": 0.0, "messages": messages});
+        if ignore_eos {
+            body["ignore_eos"] = json!(true);
+        }
+        if let Some(s) = schema {
+            body["response_format"] =
+                json!({"type": "json_schema", "json_schema": {"name": "calibrate", "schema": s}});
+        }
+        let t0 = Instant::now();
+        let mut resp = (self.http.post(format!("{}/chat/completions", self.url)))
+            .json(&body)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await?
+            .error_for_status()?;
+        let (mut s, mut buf) = (Sample::default(), String::new());
+        while let Some(chunk) = resp.chunk().await? {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(i) = buf.find('\n') {
+                let line: String = buf.drain(..=i).collect();
+                let Some(data) = line.trim().strip_prefix("data:") else {
+                    continue;
+                };
+                let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
+                    continue;
+                };
+                let content = v["choices"][0]["delta"]["content"].as_str();
+                if s.ttft_ms == 0.0 && content.is_some_and(|c| !c.is_empty()) {
+                    s.ttft_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                }
+                if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                    s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
+                    s.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
+                }
+            }
+        }
+        s.e2e_ms = t0.elapsed().as_secs_f64() * 1000.0;
+        if s.ttft_ms == 0.0 {
+            s.ttft_ms = s.e2e_ms;
+        }
+        Ok(s)
     }
 }
 

@@ -3,7 +3,9 @@
 
 use anyhow::Context;
 
-use crate::cli::{CatalogueArgs, EmbeddingArgs, SchedulingArgs, SelectionArgs, ServeArgs};
+use crate::cli::{
+    CalibrateArgs, CatalogueArgs, EmbeddingArgs, SchedulingArgs, SelectionArgs, ServeArgs,
+};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::ingest::ingest_file;
@@ -214,14 +216,16 @@ fn write_catalogue(
 /// Seeded random unit vectors for every review lacking one under `model`; how many.
 async fn random_vectors(store: &Store, model: &str) -> anyhow::Result<usize> {
     let mut rng = fastrand::Rng::with_seed(11);
-    let mut stored = 0;
+    let (mut stored, mut after) = (0, String::new());
     loop {
+        // Keyset paging on the content hash: each page starts where the last one ended.
         let todo = store
-            .missing_embeddings(model.to_string(), None, 10_000)
+            .missing_embeddings_after(model.to_string(), None, after.clone(), 10_000)
             .await?;
-        if todo.is_empty() {
+        let Some((last, _)) = todo.last() else {
             return Ok(stored);
-        }
+        };
+        after = last.clone();
         stored += todo.len();
         let vecs = (todo.into_iter())
             .map(|(h, _)| {
@@ -233,4 +237,35 @@ async fn random_vectors(store: &Store, model: &str) -> anyhow::Result<usize> {
             .collect();
         store.put_embeddings(model.to_string(), vecs).await?;
     }
+}
+
+pub async fn bench_calibrate(a: &CalibrateArgs) -> anyhow::Result<u8> {
+    let spec = crate::bench::calibrate::CalibrateSpec {
+        endpoint: a.endpoint.clone(),
+        model: a.model.clone(),
+        parallel: a.parallel.clone(),
+        decode_contexts: a.decode_contexts.clone(),
+        prompt_tokens: a.prompts.clone(),
+        output_tokens: a.output_tokens,
+        rounds: a.rounds.max(1),
+        max_num_seqs: a.max_num_seqs,
+        max_num_batched_tokens: a.max_num_batched_tokens,
+        kv_tokens: a.kv_tokens,
+        reviews_file: a.reviews_file.clone(),
+        outputs_from: a.outputs_from.clone(),
+        reviews_per_sentiment: a.reviews_per_sentiment,
+    };
+    let c = crate::bench::calibrate::calibrate(spec).await?;
+    output::calibration(&c);
+    if let Some(dir) = a.out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&a.out, c.profile.to_toml()?)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    output::line(&format!("profile written to {}", a.out.display()));
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&c)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
 }

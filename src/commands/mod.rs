@@ -18,7 +18,10 @@ mod lock;
 mod run;
 mod setup;
 
-pub use bench::{bench_catalogue, bench_embedding, bench_scheduling, bench_selection, bench_serve};
+pub use bench::{
+    bench_calibrate, bench_catalogue, bench_embedding, bench_scheduling, bench_selection,
+    bench_serve,
+};
 pub use run::{analyze, run};
 pub use setup::pipeline;
 

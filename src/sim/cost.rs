@@ -5,8 +5,11 @@
 //! per step (scheduling, sampling, launching) and a part per running sequence, and a constrained
 //! sequence adds its grammar's token mask:
 //!
-//! `step = step_ms + seq_ms·running + mask_ms·constrained
-//!         + max(token_ms·tokens, weights_ms + kv_token_us/1000·Σ context)`
+//! `step = step_ms + seq_ms·running + Σ masks
+//!         + max(token_ms·tokens + attention_us/1000·pairs, weights_ms + kv_token_us/1000·Σ context)`
+//!
+//! The arithmetic grows with context too: `attention_us` per (token, earlier token) pair the step
+//! attends over, which matters on a CPU server and for long prompts.
 //!
 //! A structured-output request also waits `grammar_ms` for its grammar before it can be scheduled.
 //! `palate bench calibrate` fits these figures to a real server; `data/profiles/` holds the named
@@ -25,6 +28,9 @@ pub struct LatencyModel {
     /// Compute per token in the step, prefill or decode, ms.
     #[serde(default)]
     pub token_ms: f64,
+    /// Attention arithmetic per (token, earlier token) pair, µs.
+    #[serde(default)]
+    pub attention_us: f64,
     /// Reading the weights once, ms.
     #[serde(default)]
     pub weights_ms: f64,
@@ -34,7 +40,8 @@ pub struct LatencyModel {
     /// Compiling a request's grammar before it is scheduled, ms.
     #[serde(default)]
     pub grammar_ms: f64,
-    /// The grammar's token mask per constrained sequence per step, ms.
+    /// The grammar's token mask per constrained sequence per step, ms (a profile's output model
+    /// may set its own per kind: a strict schema costs more than free text).
     #[serde(default)]
     pub mask_ms: f64,
 }
@@ -48,10 +55,18 @@ pub struct StepLoad {
     pub decoding: usize,
     /// Sequences in the running set.
     pub running: usize,
-    /// Decoding sequences under a grammar.
-    pub constrained: usize,
+    /// The token masks of the decoding sequences under a grammar, ms in all.
+    pub mask_ms: f64,
     /// Tokens of context the decoding sequences read.
     pub context: usize,
+    /// (token, earlier token) pairs attended over: a decoding sequence's context, and for a
+    /// prefill chunk of t tokens after c, t·c + t·(t+1)/2.
+    pub pairs: usize,
+}
+
+/// The attention pairs of computing `t` tokens after `c` already computed.
+pub fn pairs(c: usize, t: usize) -> usize {
+    t * c + t * (t + 1) / 2
 }
 
 impl LatencyModel {
@@ -61,6 +76,7 @@ impl LatencyModel {
             step_ms,
             seq_ms: 0.0,
             token_ms: 0.0,
+            attention_us: 0.0,
             weights_ms: 0.0,
             kv_token_us: 0.0,
             grammar_ms: 0.0,
@@ -70,12 +86,10 @@ impl LatencyModel {
 
     /// The step's time, ms.
     pub fn step(&self, l: &StepLoad) -> f64 {
-        let compute = self.token_ms * (l.prefill + l.decoding) as f64;
+        let compute = self.token_ms * (l.prefill + l.decoding) as f64
+            + self.attention_us / 1000.0 * l.pairs as f64;
         let memory = self.weights_ms + self.kv_token_us / 1000.0 * l.context as f64;
-        self.step_ms
-            + self.seq_ms * l.running as f64
-            + self.mask_ms * l.constrained as f64
-            + compute.max(memory)
+        self.step_ms + self.seq_ms * l.running as f64 + l.mask_ms + compute.max(memory)
     }
 
     /// Every figure finite and at least 0.
@@ -84,6 +98,7 @@ impl LatencyModel {
             ("step_ms", self.step_ms),
             ("seq_ms", self.seq_ms),
             ("token_ms", self.token_ms),
+            ("attention_us", self.attention_us),
             ("weights_ms", self.weights_ms),
             ("kv_token_us", self.kv_token_us),
             ("grammar_ms", self.grammar_ms),
@@ -108,6 +123,7 @@ mod tests {
             step_ms: 1.0,
             seq_ms: 0.01,
             token_ms: 0.04,
+            attention_us: 0.0,
             weights_ms: 6.0,
             kv_token_us: 0.02,
             grammar_ms: 0.0,
@@ -142,11 +158,33 @@ mod tests {
             prefill: 4000,
             decoding: 10,
             running: 11,
-            constrained: 10,
+            mask_ms: 10.0 * 0.05,
             context: 10 * 300,
+            pairs: 0,
         });
         // 1 + 0.11 + 0.5 + max(0.04·4010, 6 + 0.06)
         assert!((t - (1.61 + 160.4)).abs() < 1e-9, "{t}");
+    }
+
+    #[test]
+    fn attention_makes_a_long_prefill_cost_more_per_token() {
+        let m = LatencyModel {
+            token_ms: 1.0,
+            attention_us: 1.0,
+            ..LatencyModel::constant(0.0)
+        };
+        let short = m.step(&StepLoad {
+            prefill: 100,
+            pairs: pairs(0, 100),
+            ..Default::default()
+        });
+        let long = m.step(&StepLoad {
+            prefill: 100,
+            pairs: pairs(2000, 100),
+            ..Default::default()
+        });
+        assert!((short - (100.0 + 5.05)).abs() < 1e-9, "{short}");
+        assert!((long - (100.0 + 205.05)).abs() < 1e-9, "{long}");
     }
 
     #[test]

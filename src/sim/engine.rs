@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
-pub use super::cost::{LatencyModel, StepLoad};
+pub use super::cost::{pairs, LatencyModel, StepLoad};
 use super::kv::{Held, KvPool};
 pub use super::prefix_cache::block_hashes;
 use super::prefix_cache::PrefixCache;
@@ -147,8 +147,13 @@ impl Engine {
         self.arrivals += 1;
         let blocks = block_hashes(&s.prompt, self.cfg.block_size);
         let grammar = Duration::from_secs_f64(self.cfg.latency.grammar_ms * self.scale / 1000.0);
-        self.waiting
-            .push_back(Seq::new(s, blocks, self.arrivals, grammar));
+        self.waiting.push_back(Seq::new(
+            s,
+            blocks,
+            self.arrivals,
+            grammar,
+            self.cfg.latency.mask_ms,
+        ));
     }
 
     /// One step: schedule, take the step's time, then emit a token for every prefilled sequence
@@ -203,7 +208,8 @@ impl Engine {
             self.kv.grow(&s.blocks, s.held, to);
             s.held = to;
             batch.load.context += s.context();
-            batch.load.constrained += usize::from(s.constrained);
+            batch.load.pairs += s.context();
+            batch.load.mask_ms += s.mask_ms;
         }
         batch.load.decoding = decoding.len();
         batch.budget = self
@@ -215,7 +221,10 @@ impl Engine {
                 self.prefill(i, &mut batch);
             }
         }
-        self.admit_waiting(&mut batch);
+        // As in vLLM, a step that preempts admits nothing new.
+        if batch.preempted == 0 {
+            self.admit_waiting(&mut batch);
+        }
         batch.load.running = self.running.len();
         batch
     }
@@ -265,6 +274,7 @@ impl Engine {
         }
         self.kv.grow(&s.blocks, s.held, to);
         s.held = to;
+        batch.load.pairs += pairs(s.context(), t);
         s.computed += t;
         batch.load.prefill += t;
         batch.budget -= t;
@@ -408,6 +418,7 @@ mod tests {
             max_tokens: output,
             priority,
             constrained: false,
+            mask_ms: None,
             tx,
         });
         rx

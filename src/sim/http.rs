@@ -132,6 +132,10 @@ async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Respo
     }
     let prompt = prompt_text(&body);
     let output = answer(state, &body, n, fault);
+    let kind = body["response_format"]["json_schema"]["name"].as_str();
+    let mask_ms = kind
+        .and_then(|k| state.cfg.outputs.get(k))
+        .and_then(|m| m.mask_ms);
     let max_tokens = body["max_tokens"].as_u64().unwrap_or(256) as usize;
     let (tx, rx) = mpsc::unbounded_channel();
     let half = output.len().min(max_tokens) / 2;
@@ -141,6 +145,7 @@ async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Respo
         max_tokens,
         priority,
         constrained: body["response_format"]["type"] == json!("json_schema"),
+        mask_ms,
         tx,
     };
     if state.engine.send(seq).is_err() {
@@ -255,6 +260,11 @@ fn answer(state: &State, body: &Value, n: u64, fault: Option<Fault>) -> Vec<Stri
             (Some(length), rng.f64() < m.invalid_rate)
         }
         None => (None, false),
+    };
+    // vLLM's `ignore_eos`: the answer runs to max_tokens (what calibration sweeps ask for).
+    let length = match body["ignore_eos"].as_bool() {
+        Some(true) => body["max_tokens"].as_u64().map(|n| n as usize),
+        _ => length,
     };
     if fault == Some(Fault::TruncatedJson) || invalid {
         let cut = answer.char_indices().nth(answer.chars().count() / 2);

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::lock;
 use engine::NewSeq;
-pub use engine::{EngineConfig, EngineStats, LatencyModel, StepLoad};
+pub use engine::{pairs, EngineConfig, EngineStats, LatencyModel, StepLoad};
 pub use faults::{Fault, FaultPlan};
 pub use profile::{OutputModel, Profile, TokenRates};
 

@@ -61,6 +61,9 @@ pub struct OutputModel {
     /// Share of answers palate refused as invalid (each costs a repair request).
     #[serde(default)]
     pub invalid_rate: f64,
+    /// The grammar's mask per decode step for this kind's schema, ms (else the engine's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_ms: Option<f64>,
 }
 
 impl Profile {
@@ -118,9 +121,7 @@ pub fn outputs_from_run(
             .with_context(|| format!("cannot open {}", db.display()))?;
     let run = match run {
         Some(r) => r,
-        None => conn
-            .query_row("SELECT max(run_id) FROM vllm_metrics", [], |r| r.get(0))
-            .with_context(|| format!("{} has no vllm_metrics", db.display()))?,
+        None => latest_run(&conn, db)?,
     };
     let mut stmt = conn.prepare(
         "SELECT kind, completion_tokens, error_class = 'invalid_output' FROM vllm_metrics
@@ -143,6 +144,7 @@ pub fn outputs_from_run(
                     tokens: Vec::new(),
                     per_item,
                     invalid_rate: 0.0,
+                    mask_ms: None,
                 },
                 0,
             )
@@ -167,6 +169,12 @@ pub fn outputs_from_run(
             (k, o)
         })
         .collect())
+}
+
+/// The last run that has per-request metrics.
+fn latest_run(conn: &rusqlite::Connection, db: &Path) -> anyhow::Result<i64> {
+    conn.query_row("SELECT max(run_id) FROM vllm_metrics", [], |r| r.get(0))
+        .with_context(|| format!("{} has no vllm_metrics", db.display()))
 }
 
 #[cfg(test)]

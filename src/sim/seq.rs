@@ -34,6 +34,8 @@ pub struct NewSeq {
     pub priority: i64,
     /// Under a grammar (structured output): it waits for its grammar, and each step masks it.
     pub constrained: bool,
+    /// Its grammar's mask per step, ms, where its kind has one.
+    pub mask_ms: Option<f64>,
     pub tx: mpsc::UnboundedSender<Event>,
 }
 
@@ -44,7 +46,8 @@ pub(super) struct Seq {
     pub output: Vec<String>,
     pub max_tokens: usize,
     pub priority: i64,
-    pub constrained: bool,
+    /// Its grammar's mask per decode step, ms (0 without a grammar).
+    pub mask_ms: f64,
     pub arrival: u64,
     pub tx: mpsc::UnboundedSender<Event>,
     pub arrived_at: Instant,
@@ -62,7 +65,7 @@ pub(super) struct Seq {
 }
 
 impl Seq {
-    pub fn new(s: NewSeq, blocks: Vec<u64>, arrival: u64, grammar: Duration) -> Self {
+    pub fn new(s: NewSeq, blocks: Vec<u64>, arrival: u64, grammar: Duration, mask_ms: f64) -> Self {
         let now = Instant::now();
         Self {
             blocks,
@@ -70,7 +73,11 @@ impl Seq {
             output: s.output,
             max_tokens: s.max_tokens,
             priority: s.priority,
-            constrained: s.constrained,
+            mask_ms: if s.constrained {
+                s.mask_ms.unwrap_or(mask_ms)
+            } else {
+                0.0
+            },
             arrival,
             tx: s.tx,
             arrived_at: now,

@@ -1,0 +1,337 @@
+//! `palate bench calibrate --endpoint URL`: sweeps a real OpenAI-compatible server and fits the
+//! simulator to it. Decode: 1…N parallel sequences with a fixed output length (`ignore_eos`), at
+//! a short and a long context, the time per output token. Prefill: one prompt at a time over prompt lengths, the time to first
+//! token. Grammar: the same short request with and without a JSON schema. Tokens: how the
+//! server counts English and Korean review text. The fit ([`super::fit`]) and its error per
+//! point are reported, and the profile is written for `palate bench serve --profile`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::fit::{self, Fit, Point};
+use super::probe::Server;
+use crate::metrics::percentile;
+use crate::sim::{EngineConfig, Profile, TokenRates};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrateSpec {
+    pub endpoint: String,
+    pub model: String,
+    pub parallel: Vec<usize>,
+    /// Prompt lengths (words) of the decode sweep: decode slows as context grows.
+    pub decode_contexts: Vec<usize>,
+    pub prompt_tokens: Vec<usize>,
+    pub output_tokens: usize,
+    pub rounds: usize,
+    /// The server's limits, written into the profile: sequences (llama.cpp `--parallel`),
+    /// tokens per step (`n_batch`), KV tokens (`--ctx`).
+    pub max_num_seqs: usize,
+    pub max_num_batched_tokens: usize,
+    pub kv_tokens: usize,
+    /// Review texts for the token rates.
+    pub reviews_file: PathBuf,
+    /// A work database whose last run's `vllm_metrics` give the answers' lengths and refusals.
+    pub outputs_from: Option<PathBuf>,
+    pub reviews_per_sentiment: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub spec: CalibrateSpec,
+    pub points: Vec<(Point, f64)>,
+    pub fit: Fit,
+    pub grammar_ms: f64,
+    pub mask_ms: f64,
+    /// By kind: medians without and with the schema.
+    pub grammar: BTreeMap<String, GrammarCost>,
+    pub tokens: TokenRates,
+    pub profile: Profile,
+}
+
+/// One kind's request alone, without and with its schema: medians of the time to first token
+/// and of the time per output token.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct GrammarCost {
+    pub ttft_ms: [f64; 2],
+    pub tpot_ms: [f64; 2],
+}
+
+impl GrammarCost {
+    pub fn compile_ms(&self) -> f64 {
+        (self.ttft_ms[1] - self.ttft_ms[0]).max(0.0)
+    }
+    pub fn mask_ms(&self) -> f64 {
+        (self.tpot_ms[1] - self.tpot_ms[0]).max(0.0)
+    }
+}
+
+/// Words for prompts of a given length; a random order each time so that no prompt shares a
+/// prefix with another (a prefix cache would hide the prefill).
+const WORDS: [&str; 24] = [
+    "kitchen", "broth", "table", "waiter", "noodle", "garden", "window", "market", "river",
+    "morning", "evening", "pepper", "ginger", "season", "street", "corner", "friend", "family",
+    "summer", "winter", "bright", "quiet", "simple", "golden",
+];
+
+fn words(n: usize, rng: &mut fastrand::Rng) -> String {
+    let mut s = format!("Note {}:", rng.u32(..));
+    for _ in 0..n {
+        s.push(' ');
+        s.push_str(WORDS[rng.usize(..WORDS.len())]);
+    }
+    s
+}
+
+pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
+    let server = Server {
+        // A new connection per request: llama.cpp's server closes kept-alive ones.
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?,
+        url: spec.endpoint.trim_end_matches('/').to_string(),
+        model: spec.model.clone(),
+    };
+    // Seeded from the clock: a server that keeps prompts across requests (llama.cpp's prompt
+    // cache) must not find an earlier calibration's.
+    let mut rng = fastrand::Rng::new();
+    server
+        .chat("Say hi.", 4, false, None)
+        .await
+        .context("the server does not answer")?;
+    let mut points = decode_points(&server, &spec, &mut rng).await?;
+    points.extend(prefill_points(&server, &spec, &mut rng).await?);
+    let costs = grammar(&server, &spec, &mut rng).await?;
+    let n = costs.len().max(1) as f64;
+    let grammar_ms = costs.values().map(GrammarCost::compile_ms).sum::<f64>() / n;
+    let mask_ms = costs.values().map(GrammarCost::mask_ms).sum::<f64>() / n;
+    let tokens = token_rates(&server, &spec).await?;
+    let fit = fit::fit(&points);
+    let mut latency = fit.model;
+    latency.grammar_ms = grammar_ms;
+    latency.mask_ms = mask_ms;
+    let mut outputs = match &spec.outputs_from {
+        Some(db) => crate::sim::profile::outputs_from_run(db, None, spec.reviews_per_sentiment)?,
+        None => Profile::builtin().outputs,
+    };
+    for (kind, o) in &mut outputs {
+        o.mask_ms = costs.get(kind).map(GrammarCost::mask_ms);
+    }
+    let profile = fitted_profile(&spec, &fit, latency, points.len(), tokens, outputs);
+    let points = points.iter().map(|p| (*p, p.predicted(&latency))).collect();
+    Ok(Calibration {
+        spec,
+        points,
+        fit,
+        grammar_ms,
+        mask_ms,
+        grammar: costs,
+        tokens,
+        profile,
+    })
+}
+
+/// The simulator profile a calibration writes: the fitted costs and the server's limits.
+fn fitted_profile(
+    spec: &CalibrateSpec,
+    fit: &Fit,
+    latency: crate::sim::LatencyModel,
+    points: usize,
+    tokens: TokenRates,
+    outputs: BTreeMap<String, crate::sim::OutputModel>,
+) -> Profile {
+    let blocks = spec.kv_tokens.div_ceil(16);
+    Profile {
+        name: format!(
+            "{} at {}, fitted by palate bench calibrate",
+            spec.model, spec.endpoint
+        ),
+        sources: vec![format!(
+            "palate bench calibrate: {points} points, mean |error| {:.1} %, max {:.1} %",
+            100.0 * fit.mean_abs_error,
+            100.0 * fit.max_abs_error
+        )],
+        engine: EngineConfig {
+            latency,
+            max_num_seqs: spec.max_num_seqs,
+            max_num_batched_tokens: spec.max_num_batched_tokens,
+            block_size: 16,
+            kv_blocks: blocks,
+            cache_blocks: blocks,
+            priority_scheduling: false,
+            time_scale: 1.0,
+        },
+        tokens,
+        outputs,
+    }
+}
+
+/// For each parallelism, `rounds` times: that many requests at once, each `output_tokens` long.
+async fn decode_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for (&n, &prompt) in
+        (spec.parallel.iter()).flat_map(|n| spec.decode_contexts.iter().map(move |c| (n, c)))
+    {
+        let mut tpots = Vec::new();
+        let mut context = 0;
+        for _ in 0..spec.rounds {
+            let prompts: Vec<String> = (0..n)
+                .map(|_| format!("{} Continue this list of words.", words(prompt, rng)))
+                .collect();
+            let out = futures::future::try_join_all(
+                prompts
+                    .iter()
+                    .map(|p| s.chat(p, spec.output_tokens, true, None)),
+            )
+            .await?;
+            for o in &out {
+                tpots.extend(o.tpot_ms());
+                context = o.prompt_tokens + o.completion_tokens / 2;
+            }
+        }
+        let tpot_ms = percentile(&tpots, 50.0).context("no decode timing came back")?;
+        tracing::info!(parallel = n, tpot_ms, "decode");
+        points.push(Point::Decode {
+            parallel: n,
+            context,
+            tpot_ms,
+        });
+    }
+    Ok(points)
+}
+
+/// For each prompt length, `rounds` times: one prompt alone, one output token.
+async fn prefill_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for &n in &spec.prompt_tokens {
+        let (mut ttfts, mut tokens) = (Vec::new(), 0);
+        for _ in 0..spec.rounds {
+            let o = s.chat(&words(n, rng), 1, false, None).await?;
+            ttfts.push(o.ttft_ms);
+            tokens = o.prompt_tokens.max(1);
+        }
+        let ttft_ms = percentile(&ttfts, 50.0).context("no prefill timing came back")?;
+        tracing::info!(tokens, ttft_ms, "prefill");
+        points.push(Point::Prefill {
+            tokens,
+            chunk: spec.max_num_batched_tokens,
+            ttft_ms,
+        });
+    }
+    Ok(points)
+}
+
+/// The grammar's cost, on palate's own requests (one of each kind, of the workload the job
+/// sends): each alone, without and with its JSON schema, `rounds` times. Per kind: the medians'
+/// difference in time to first token (compiling the grammar) and in time per output token (its
+/// mask: a strict schema costs more than free text).
+async fn grammar(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<BTreeMap<String, GrammarCost>> {
+    let plans = super::workload::plans(&super::WorkloadSpec {
+        restaurants: 1,
+        reviews_per_restaurant: 16,
+        sentiment_batch: spec.reviews_per_sentiment.max(1) as usize,
+        max_tokens: 512,
+        reviews_file: spec.reviews_file.clone(),
+        ..Default::default()
+    })?;
+    let mut out = BTreeMap::new();
+    for r in plans.iter().flat_map(|p| &p.requests) {
+        let kind = r.kind.as_str().to_string();
+        if out.contains_key(&kind) {
+            continue;
+        }
+        let (mut ttft, mut tpot) = ([Vec::new(), Vec::new()], [Vec::new(), Vec::new()]);
+        for _ in 0..spec.rounds {
+            for (i, schema) in [None, Some(&r.schema)].into_iter().enumerate() {
+                // A prompt of its own each time, so no prompt cache serves the second.
+                let mut messages = serde_json::to_value(&r.messages)?;
+                let nonce = format!("Request {}.\n", rng.u32(..));
+                if let Some(first) = messages.get_mut(0).and_then(|m| m.get_mut("content")) {
+                    *first = json!(format!("{nonce}{}", first.as_str().unwrap_or("")));
+                }
+                let o = s
+                    .messages(messages, r.max_tokens as usize, false, schema)
+                    .await?;
+                ttft[i].push(o.ttft_ms);
+                tpot[i].extend(o.tpot_ms());
+            }
+        }
+        let med = |v: &[f64]| percentile(v, 50.0).unwrap_or(0.0);
+        let g = GrammarCost {
+            ttft_ms: [med(&ttft[0]), med(&ttft[1])],
+            tpot_ms: [med(&tpot[0]), med(&tpot[1])],
+        };
+        tracing::info!(kind, ?g, "grammar");
+        out.insert(kind, g);
+    }
+    Ok(out)
+}
+
+/// How the server counts ASCII and other (Hangul) characters, from the usage of review texts
+/// against an empty message.
+async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRates> {
+    let text = std::fs::read_to_string(&spec.reviews_file)
+        .with_context(|| format!("cannot read {}", spec.reviews_file.display()))?;
+    let reviews: Vec<String> = (text.lines())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["text"].as_str().map(str::to_string))
+        .collect();
+    let hangul = |t: &str| t.chars().filter(|c| !c.is_ascii()).count() * 2 > t.chars().count();
+    let english: String = reviews
+        .iter()
+        .filter(|t| !hangul(t))
+        .take(20)
+        .cloned()
+        .collect();
+    let korean: String = reviews
+        .iter()
+        .filter(|t| hangul(t))
+        .take(20)
+        .cloned()
+        .collect();
+    anyhow::ensure!(
+        !english.is_empty() && !korean.is_empty(),
+        "{} needs English and Korean reviews",
+        spec.reviews_file.display()
+    );
+    let empty = s.chat("", 1, false, None).await?.prompt_tokens;
+    let count = |t: &str| {
+        (
+            t.chars().filter(char::is_ascii).count(),
+            t.chars().filter(|c| !c.is_ascii()).count(),
+        )
+    };
+    let e = s
+        .chat(&english, 1, false, None)
+        .await?
+        .prompt_tokens
+        .saturating_sub(empty);
+    let k = s
+        .chat(&korean, 1, false, None)
+        .await?
+        .prompt_tokens
+        .saturating_sub(empty);
+    let (ea, eo) = count(&english);
+    let ascii_chars_per_token = ea as f64 / (e.max(1) as f64 - eo as f64).max(1.0);
+    let (ka, ko) = count(&korean);
+    let other = (k as f64 - ka as f64 / ascii_chars_per_token).max(0.0) / ko.max(1) as f64;
+    Ok(TokenRates {
+        ascii_chars_per_token,
+        tokens_per_other_char: other.max(0.05),
+    })
+}

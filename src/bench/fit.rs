@@ -1,0 +1,236 @@
+//! Fitting the simulator's step cost ([`LatencyModel`]) to a server's measured decode and prefill
+//! times: least squares on the relative error, by Nelder–Mead in log space (every figure stays
+//! positive), restarted from its own best point.
+
+use serde::Serialize;
+
+use crate::sim::{pairs, LatencyModel, StepLoad};
+
+/// One measurement the fit explains.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum Point {
+    /// `parallel` sequences decoding with `context` tokens each: the time per output token.
+    Decode {
+        parallel: usize,
+        context: usize,
+        tpot_ms: f64,
+    },
+    /// One prompt of `tokens` prefilled alone (in chunks of `chunk`): the time to first token.
+    Prefill {
+        tokens: usize,
+        chunk: usize,
+        ttft_ms: f64,
+    },
+}
+
+impl Point {
+    pub fn observed(&self) -> f64 {
+        match *self {
+            Point::Decode { tpot_ms, .. } => tpot_ms,
+            Point::Prefill { ttft_ms, .. } => ttft_ms,
+        }
+    }
+
+    /// What `m` predicts for it.
+    pub fn predicted(&self, m: &LatencyModel) -> f64 {
+        match *self {
+            Point::Decode {
+                parallel, context, ..
+            } => m.step(&StepLoad {
+                decoding: parallel,
+                running: parallel,
+                context: parallel * context,
+                pairs: parallel * context,
+                ..Default::default()
+            }),
+            Point::Prefill { tokens, chunk, .. } => {
+                let chunk = chunk.max(1);
+                (0..tokens.div_ceil(chunk))
+                    .map(|i| {
+                        let t = (tokens - i * chunk).min(chunk);
+                        m.step(&StepLoad {
+                            prefill: t,
+                            running: 1,
+                            pairs: pairs(i * chunk, t),
+                            ..Default::default()
+                        })
+                    })
+                    .sum()
+            }
+        }
+    }
+}
+
+/// The search vector: square roots of step_ms, seq_ms, token_ms, weights_ms, kv_token_us,
+/// attention_us (each figure stays at least 0, and can reach 0).
+fn model(x: &[f64]) -> LatencyModel {
+    LatencyModel {
+        step_ms: x[0] * x[0],
+        seq_ms: x[1] * x[1],
+        token_ms: x[2] * x[2],
+        weights_ms: x[3] * x[3],
+        kv_token_us: x[4] * x[4],
+        attention_us: x[5] * x[5],
+        ..LatencyModel::constant(0.0)
+    }
+}
+
+/// Mean squared relative error of `m` over `points`.
+fn loss(m: &LatencyModel, points: &[Point]) -> f64 {
+    let n = points.len().max(1) as f64;
+    (points.iter())
+        .map(|p| ((p.predicted(m) - p.observed()) / p.observed().max(1e-9)).powi(2))
+        .sum::<f64>()
+        / n
+}
+
+/// The fitted model, and the mean and largest relative error over the points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fit {
+    pub model: LatencyModel,
+    pub mean_abs_error: f64,
+    pub max_abs_error: f64,
+}
+
+pub fn fit(points: &[Point]) -> Fit {
+    let decode1 = (points.iter())
+        .filter_map(|p| match p {
+            Point::Decode { tpot_ms, .. } => Some(*tpot_ms),
+            _ => None,
+        })
+        .fold(f64::INFINITY, f64::min);
+    let decode1 = if decode1.is_finite() { decode1 } else { 10.0 };
+    // A start in the right decades: a fifth of a decode step on the host, the rest the weights.
+    let start = [
+        decode1 * 0.2,
+        decode1 * 0.01,
+        decode1 * 0.01,
+        decode1 * 0.8,
+        0.01,
+        0.01,
+    ]
+    .map(f64::sqrt);
+    let f = |x: &[f64]| loss(&model(x), points);
+    let mut best = start.to_vec();
+    for _ in 0..6 {
+        best = nelder_mead(&f, &best, 3000);
+    }
+    let m = model(&best);
+    let errs: Vec<f64> = (points.iter())
+        .map(|p| ((p.predicted(&m) - p.observed()) / p.observed().max(1e-9)).abs())
+        .collect();
+    Fit {
+        model: m,
+        mean_abs_error: errs.iter().sum::<f64>() / errs.len().max(1) as f64,
+        max_abs_error: errs.iter().cloned().fold(0.0, f64::max),
+    }
+}
+
+/// Nelder–Mead minimisation of `f` from `x0`, with an initial simplex of half of each
+/// coordinate (or 0.1 where it is near 0) along each axis.
+fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], iterations: usize) -> Vec<f64> {
+    let n = x0.len();
+    let mut simplex: Vec<(Vec<f64>, f64)> = (0..=n)
+        .map(|i| {
+            let mut x = x0.to_vec();
+            if i > 0 {
+                x[i - 1] += (0.5 * x[i - 1].abs()).max(0.1);
+            }
+            let v = f(&x);
+            (x, v)
+        })
+        .collect();
+    let point = |c: &[f64], d: &[f64], t: f64| -> Vec<f64> {
+        c.iter().zip(d).map(|(a, b)| a + t * (b - a)).collect()
+    };
+    for _ in 0..iterations {
+        simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let centroid: Vec<f64> = (0..n)
+            .map(|j| simplex[..n].iter().map(|(x, _)| x[j]).sum::<f64>() / n as f64)
+            .collect();
+        let worst = simplex[n].clone();
+        let r = point(&centroid, &worst.0, -1.0);
+        let fr = f(&r);
+        if fr < simplex[0].1 {
+            let e = point(&centroid, &worst.0, -2.0);
+            let fe = f(&e);
+            simplex[n] = if fe < fr { (e, fe) } else { (r, fr) };
+        } else if fr < simplex[n - 1].1 {
+            simplex[n] = (r, fr);
+        } else {
+            let c = point(&centroid, &worst.0, 0.5);
+            let fc = f(&c);
+            if fc < worst.1 {
+                simplex[n] = (c, fc);
+            } else {
+                let best = simplex[0].0.clone();
+                for s in simplex.iter_mut().skip(1) {
+                    s.0 = point(&best, &s.0, 0.5);
+                    s.1 = f(&s.0);
+                }
+            }
+        }
+    }
+    simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
+    simplex.swap_remove(0).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_recovers_a_known_model_from_its_own_points() {
+        let truth = LatencyModel {
+            step_ms: 2.0,
+            seq_ms: 0.5,
+            token_ms: 1.2,
+            weights_ms: 20.0,
+            kv_token_us: 3.0,
+            attention_us: 0.5,
+            ..LatencyModel::constant(0.0)
+        };
+        let mut points = Vec::new();
+        for parallel in [1, 2, 4, 8, 16, 32] {
+            let p = Point::Decode {
+                parallel,
+                context: 200,
+                tpot_ms: 0.0,
+            };
+            points.push(Point::Decode {
+                parallel,
+                context: 200,
+                tpot_ms: p.predicted(&truth),
+            });
+        }
+        for tokens in [32, 128, 512, 1024, 3000] {
+            let p = Point::Prefill {
+                tokens,
+                chunk: 2048,
+                ttft_ms: 0.0,
+            };
+            points.push(Point::Prefill {
+                tokens,
+                chunk: 2048,
+                ttft_ms: p.predicted(&truth),
+            });
+        }
+        let f = fit(&points);
+        assert!(f.max_abs_error < 0.02, "{f:?}");
+        assert!((f.model.token_ms - 1.2).abs() < 0.05, "{f:?}");
+    }
+
+    #[test]
+    fn a_prefill_longer_than_a_chunk_takes_several_steps() {
+        let m = LatencyModel {
+            token_ms: 1.0,
+            ..LatencyModel::constant(1.0)
+        };
+        let p = Point::Prefill {
+            tokens: 5000,
+            chunk: 2048,
+            ttft_ms: 0.0,
+        };
+        assert_eq!(p.predicted(&m), 3.0 + 5000.0);
+    }
+}

@@ -1,0 +1,131 @@
+//! The benchmarks' own parts against the simulated server: a scheduling mode's figures, the
+//! offline ceiling, and calibration recovering a cost model it did not know.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
+
+use palate::bench::calibrate::{calibrate, CalibrateSpec};
+use palate::bench::{Mode, ModeSpec, WorkloadSpec};
+use palate::sim::{EngineConfig, LatencyModel, Profile, SimConfig, SimServer};
+
+mod common;
+
+fn workload(restaurants: usize) -> WorkloadSpec {
+    WorkloadSpec {
+        restaurants,
+        reviews_per_restaurant: 20,
+        reviews_file: common::root().join("data/reviews.jsonl"),
+        prompts_dir: common::root().join("prompts"),
+        ..WorkloadSpec::default()
+    }
+}
+
+fn spec(url: &str, mode: Mode, restaurants: usize) -> ModeSpec {
+    ModeSpec {
+        endpoint: url.to_string(),
+        model: "sim".into(),
+        mode,
+        concurrency: 8,
+        arrival_rate: None,
+        seed: 7,
+        max_in_flight: 64,
+        max_num_seqs: None,
+        workload: workload(restaurants),
+    }
+}
+
+/// The built-in profile ten times faster than real time.
+async fn sim(priority: bool) -> SimServer {
+    let mut p = Profile::builtin();
+    p.engine.time_scale = 0.1;
+    p.engine.priority_scheduling = priority;
+    SimServer::start(SimConfig::from_profile(p)).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mode_reports_server_time_cohorts_and_the_servers_running_sequences() {
+    let server = sim(true).await;
+    let r = palate::bench::scheduling::run(spec(&server.url, Mode::Priority, 6))
+        .await
+        .unwrap();
+    assert_eq!(r.time_scale, 0.1, "read from the simulator's /metrics");
+    assert_eq!(r.max_num_seqs, Some(1024));
+    assert_eq!(r.requests_failed, 0);
+    assert!(r.requests >= 6 * 4, "{} requests", r.requests);
+    assert!(
+        r.analyses_valid >= 6 * 2,
+        "{}/{}",
+        r.analyses_valid,
+        r.analyses
+    );
+    assert!(
+        r.mean_running.is_some_and(|m| m > 0.0),
+        "{:?}",
+        r.mean_running
+    );
+    assert!(r.restaurant_p95_s >= r.restaurant_p50_s && r.restaurant_p50_s > 0.0);
+    assert!(r.small_ttft_p50_ms > 0.0 && r.large_ttft_p50_ms > 0.0);
+    // Server time: a 7B model on an H100 answers a restaurant in seconds, not in tenths.
+    assert!(r.wall_s > 1.0 && r.requests_per_s > 0.0, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ceiling_sends_every_first_request_at_once() {
+    let server = sim(false).await;
+    let r = palate::bench::scheduling::run(spec(&server.url, Mode::Ceiling, 6))
+        .await
+        .unwrap();
+    let plans = palate::bench::workload::plans(&workload(6)).unwrap();
+    let first: usize = plans.iter().map(|p| p.requests.len()).sum();
+    assert_eq!(r.requests, first, "no follow-ups, no repairs");
+    assert_eq!(r.analyses, first);
+    assert_eq!(r.restaurant_p50_s, 0.0, "the ceiling has no restaurants");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calibration_recovers_a_known_cost_model() {
+    let truth = LatencyModel {
+        step_ms: 3.0,
+        seq_ms: 0.5,
+        token_ms: 0.02,
+        weights_ms: 6.0,
+        kv_token_us: 2.0,
+        ..LatencyModel::constant(0.0)
+    };
+    let server = SimServer::start(SimConfig {
+        engine: EngineConfig {
+            latency: truth,
+            kv_blocks: 0,
+            ..EngineConfig::default()
+        },
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let c = calibrate(CalibrateSpec {
+        endpoint: server.url.clone(),
+        model: "sim".into(),
+        parallel: vec![1, 4, 16],
+        decode_contexts: vec![16, 1000],
+        prompt_tokens: vec![32, 512, 2048, 6000],
+        output_tokens: 24,
+        rounds: 2,
+        max_num_seqs: 64,
+        max_num_batched_tokens: 8192,
+        kv_tokens: 100_000,
+        reviews_file: common::root().join("data/reviews.jsonl"),
+        outputs_from: None,
+        reviews_per_sentiment: 1,
+    })
+    .await
+    .unwrap();
+    assert!(c.fit.mean_abs_error < 0.15, "{:?}", c.fit);
+    let m = c.profile.engine.latency;
+    // The memory-bound side: a batch-1 decode step at short context, within 15 %.
+    let step1 = |m: &LatencyModel| m.step_ms + m.seq_ms + m.weights_ms;
+    assert!((step1(&m) / step1(&truth) - 1.0).abs() < 0.15, "{m:?}");
+    // Token counts are the simulator's own (palate's estimate).
+    assert!(
+        (c.tokens.ascii_chars_per_token - 4.0).abs() < 0.5,
+        "{:?}",
+        c.tokens
+    );
+}
