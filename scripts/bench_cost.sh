@@ -53,8 +53,12 @@ for n in "${sizes[@]}"; do
       done
       sleep 0.1
     done
-    wait $timer || { tail -5 "$work/run.log"; exit 1; }
-    read -r user sys wall rss < "$work/time"
+    # 3 is a run that finished with some analyses failed (the profile's refusals): its cost
+    # counts like any other's.
+    rc=0; wait $timer || rc=$?
+    [ $rc -eq 0 ] || [ $rc -eq 3 ] || { tail -5 "$work/run.log"; exit 1; }
+    # The last line: GNU time puts "Command exited with non-zero status 3" before it.
+    read -r user sys wall rss < <(tail -1 "$work/time")
     run_id=$(sqlite3 "$work/bench.db" "SELECT max(run_id) FROM runs")
     reqs=$(sqlite3 "$work/bench.db" "SELECT count(*) FROM vllm_metrics WHERE run_id = $run_id")
     awk -v n="$n" -v r="$run" -v q="$reqs" -v u="$user" -v s="$sys" -v w="$wall" -v m="$rss" -v a="$anon" \

@@ -4,6 +4,8 @@
 # Qwen2.5-7B-Instruct on one H100; an empty prefix cache every run), REPEATS times each.
 #   scripts/bench_scheduling.sh                 all of it into out/bench/scheduling.jsonl
 #   REPEATS=3 TIME_SCALE=0.25 RESTAURANTS=200 scripts/bench_scheduling.sh
+#   PHASES="open sweeps" OPEN_REPEATS=1 SWEEP_REPEATS=1 APPEND=1 scripts/bench_scheduling.sh
+#     some phases only (closed, open, sweeps), fewer repeats of the long ones, added to the file
 # Closed loop: 64 restaurants at a time (palate), every request at once under a 256 semaphore
 # (naive). Open loop: Poisson arrivals at 70 % of the ceiling's restaurant rate. Sweeps (SJF,
 # closed loop, 100 restaurants): max_in_flight, sentiment batch, prompt length, output length.
@@ -13,6 +15,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPEATS=${REPEATS:-3}
+OPEN_REPEATS=${OPEN_REPEATS:-$REPEATS}
+SWEEP_REPEATS=${SWEEP_REPEATS:-$REPEATS}
+PHASES=" ${PHASES:-closed open sweeps} "
 SCALE=${TIME_SCALE:-0.25}
 N=${RESTAURANTS:-200}
 OUT=${PALATE_BENCH_OUT:-out/bench}
@@ -22,7 +27,7 @@ bin=target/release/palate
 py=$(scripts/bench_venv.sh)
 mkdir -p "$OUT"
 res=$OUT/scheduling.jsonl
-: > "$res"
+[ -n "${APPEND:-}" ] || : > "$res"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 url=http://127.0.0.1:$port/v1
 sim=
@@ -59,7 +64,7 @@ naive() {
 $bin bench scheduling --endpoint "$url" --mode fifo --restaurants "$N" --export-workload "$OUT/workload.jsonl" > /dev/null
 per_restaurant=$(python3 -c "print(sum(1 for _ in open('$OUT/workload.jsonl')) / $N)")
 
-for r in $(seq 1 "$REPEATS"); do
+[[ $PHASES == *" closed "* ]] && for r in $(seq 1 "$REPEATS"); do
   echo "== repeat $r of $REPEATS: closed loop" >&2
   serve; palate ceiling --mode ceiling --restaurants "$N"
   serve; palate closed --mode sequential --restaurants 10
@@ -74,8 +79,8 @@ rate=$(python3 -c "
 import json
 c=[json.loads(l) for l in open('$res') if '\"tag\": \"ceiling\"' in l]
 print(round(0.7 * sum(x['requests_per_s'] for x in c) / len(c) / $per_restaurant, 3))")
-for r in $(seq 1 "$REPEATS"); do
-  echo "== repeat $r of $REPEATS: open loop, $rate restaurants/s" >&2
+[[ $PHASES == *" open "* ]] && for r in $(seq 1 "$OPEN_REPEATS"); do
+  echo "== repeat $r of $OPEN_REPEATS: open loop, $rate restaurants/s" >&2
   serve; palate open --mode fifo --restaurants "$N" --arrival-rate "$rate" --seed "$r"
   serve; palate open --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$r"
   serve --priority; palate open --mode priority --restaurants "$N" --arrival-rate "$rate" --seed "$r"
@@ -83,8 +88,8 @@ for r in $(seq 1 "$REPEATS"); do
   scale=1 serve; palate open-1x --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$r"
 done
 half=$((N / 2))
-for r in $(seq 1 "$REPEATS"); do
-  echo "== repeat $r of $REPEATS: sweeps" >&2
+[[ $PHASES == *" sweeps "* ]] && for r in $(seq 1 "$SWEEP_REPEATS"); do
+  echo "== repeat $r of $SWEEP_REPEATS: sweeps" >&2
   for m in 8 32 128 512 2048; do serve; palate "in_flight=$m" --mode sjf --restaurants "$half" --max-in-flight "$m"; done
   for b in 4 8 16 32; do serve; palate "batch=$b" --mode sjf --restaurants "$half" --sentiment-batch "$b"; done
   for p in 0.5 1 2; do serve; palate "prompt=$p" --mode sjf --restaurants "$half" --review-scale "$p"; done

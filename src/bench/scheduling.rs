@@ -108,7 +108,7 @@ pub async fn run(spec: ModeSpec) -> anyhow::Result<ModeReport> {
     let t0 = Instant::now();
     let done = match spec.mode {
         Mode::Ceiling => ceiling(&llm, &plans).await,
-        _ => restaurants(&llm, &plans, &spec).await,
+        _ => restaurants(&llm, &plans, &spec, scale).await,
     };
     let wall = t0.elapsed().as_secs_f64() / scale;
     let (mean_running, _) = sampler.finish();
@@ -157,11 +157,13 @@ struct Done {
     restaurant_s: Vec<f64>,
 }
 
-/// palate's path: each restaurant analysed as in a run, closed or open loop.
+/// palate's path: each restaurant analysed as in a run, closed or open loop. The arrival rate
+/// is per second of the server's time, which passes `1 / scale` times as fast as the wall's.
 async fn restaurants<'a>(
     llm: &'a OpenAiClient,
     plans: &'a [RestaurantPlan],
     spec: &ModeSpec,
+    scale: f64,
 ) -> Done {
     let conduct = Conduct {
         follow_ups: FollowUps::Concurrent,
@@ -169,7 +171,7 @@ async fn restaurants<'a>(
     };
     let reviews = spec.workload.reviews_per_restaurant;
     let t0 = tokio::time::Instant::now();
-    let arrivals = arrivals(plans.len(), spec.arrival_rate, spec.seed);
+    let arrivals = arrivals(plans.len(), spec.arrival_rate.map(|r| r / scale), spec.seed);
     let one = |p: &'a RestaurantPlan, at: Option<Duration>| async move {
         if let Some(at) = at {
             tokio::time::sleep_until(t0 + at).await;
