@@ -155,6 +155,8 @@ pub mod exit {
     pub const PARTIAL: u8 = 3;
     pub const LOCKED: u8 = 4;
     pub const DEADLINE: u8 = 5;
+    /// The run finished (with or without failed restaurants) but crossed an `[alerts]` threshold.
+    pub const ALERT: u8 = 6;
     pub const INTERRUPTED: u8 = 130;
 }
 

@@ -19,6 +19,11 @@ pub fn error(e: &dyn std::error::Error) {
     eprintln!("error: {e}");
 }
 
+/// A crossed `[alerts]` threshold, on stderr where cron mail picks it up.
+pub fn alert(a: &dyn std::fmt::Display) {
+    eprintln!("{a}");
+}
+
 pub fn ingest_report(r: &IngestReport) {
     println!(
         "ingested {}: {} rows, {} new, {} updated, {} unchanged, {} rejected{}",

@@ -92,12 +92,38 @@ async fn run_recorded(
     let (status, summary) = analyse(&p, run_id, list, total, args.force, cancel, wall).await?;
     output::summary(&summary);
     let undelivered = deliver_pending(&p).await?;
+    let alerted = alerts(&p, run_id).await?;
     // A file that could not be read, or results the app's database has not received, are
     // failures the run status (about analyses) does not show.
     Ok(match status {
+        RunStatus::Completed | RunStatus::CompletedWithFailures if alerted => exit::ALERT,
         RunStatus::Completed if !input_errors.is_empty() || undelivered > 0 => exit::PARTIAL,
         s => s.exit_code(),
     })
+}
+
+/// The `[alerts]` thresholds the run crossed, each printed and logged; whether there were any.
+async fn alerts(p: &Pipeline, run_id: i64) -> anyhow::Result<bool> {
+    let alerts = p.cfg.alerts;
+    if alerts == Default::default() {
+        return Ok(false);
+    }
+    let report = (p.store)
+        .with_db(move |db| crate::report::load(db, Some(run_id)))
+        .await??;
+    let crossed = report
+        .map(|r| alerts.check(&r.summary, r.gpu.map(|g| g.memory_peak_pct)))
+        .unwrap_or_default();
+    for c in &crossed {
+        tracing::warn!(
+            threshold = c.threshold,
+            limit = c.limit,
+            value = c.value,
+            "{c}"
+        );
+        output::alert(c);
+    }
+    Ok(!crossed.is_empty())
 }
 
 /// Delivers what is queued for the app's database, if the job has one; how many stay queued.
@@ -165,7 +191,9 @@ fn with_deadline(cfg: &Config, signal: CancellationToken) -> Stops {
     }
 }
 
-/// Analyses `list` under run `run_id` and records how the run ended.
+/// Analyses `list` under run `run_id` and records how the run ended. Its span is the root of
+/// the run's trace (`[telemetry]`).
+#[tracing::instrument(name = "run", skip_all, fields(run_id = run_id, job = %p.cfg.job.name, model = %p.cfg.llm.model))]
 async fn analyse(
     p: &Arc<Pipeline>,
     run_id: i64,

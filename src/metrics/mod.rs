@@ -3,6 +3,7 @@
 //! to the first content token; TPOT = (E2E − TTFT) / (output tokens − 1); ITL is the gap between
 //! successive streamed chunks; tokens/s = output tokens / E2E.
 
+pub mod alerts;
 pub mod scrape;
 
 use serde::{Deserialize, Serialize};
@@ -238,6 +239,9 @@ pub struct RunSummary {
     pub output_tokens_per_s: f64,
     /// Requests meeting every SLA threshold, per second of wall time.
     pub goodput_rps: f64,
+    /// Output tokens of the requests meeting every SLA threshold, per second of wall time.
+    #[serde(default)]
+    pub goodput_tokens_per_s: f64,
     /// Share of requests meeting every SLA threshold, in percent.
     pub sla_compliance_pct: f64,
     /// Prompt tokens saved by selection (estimated: all reviews vs the selected ones).
@@ -273,6 +277,7 @@ pub struct RunTally {
     e2es: Vec<f64>,
     queues: Vec<f64>,
     good: usize,
+    good_tokens: u64,
     pub summary: RunSummary,
     reasons: std::collections::BTreeMap<String, usize>,
     /// Per kind: characters and count of valid results.
@@ -303,6 +308,7 @@ impl RunTally {
         }
         if meets_sla {
             self.good += 1;
+            self.good_tokens += m.completion_tokens.unwrap_or(0);
         }
     }
 
@@ -349,6 +355,7 @@ impl RunTally {
         s.requests_per_s = per_s(s.requests as f64);
         s.output_tokens_per_s = per_s(s.completion_tokens as f64);
         s.goodput_rps = per_s(self.good as f64);
+        s.goodput_tokens_per_s = per_s(self.good_tokens as f64);
         s.sla_compliance_pct = if s.requests > 0 {
             100.0 * self.good as f64 / s.requests as f64
         } else {

@@ -103,6 +103,11 @@ impl Gpu {
                 push("gpu_memory_used_bytes", m.used as f64);
                 push("gpu_memory_total_bytes", m.total as f64);
             }
+            if let Ok(t) =
+                d.temperature(nvml_wrapper::enum_wrappers::device::TemperatureSensor::Gpu)
+            {
+                push("gpu_temperature_celsius", f64::from(t));
+            }
         }
         out
     }

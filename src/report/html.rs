@@ -220,6 +220,54 @@ svg .y {{ text-anchor: end; }} svg .x {{ text-anchor: middle; }}
     )
 }
 
+/// `palate report --compare A B --html`: the comparison as a table, each delta coloured by
+/// whether B is better (green) or worse (red) than A.
+pub fn compare_page(c: &super::compare::Comparison) -> String {
+    use super::compare::{delta_text, num};
+    let run = |r: &super::RunInfo| {
+        esc(&format!(
+            "run {} · {} · {} · {}",
+            r.run_id, r.job_name, r.model, r.started_at
+        ))
+    };
+    let mut rows = String::new();
+    for r in &c.rows {
+        let class = match r.improved() {
+            Some(true) => " class=\"better\"",
+            Some(false) => " class=\"worse\"",
+            None => "",
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td{class}>{}</td></tr>\n",
+            esc(&r.label),
+            num(r.a),
+            num(r.b),
+            esc(&delta_text(r))
+        ));
+    }
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>palate: run {} vs run {}</title>
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 24px; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ padding: 3px 10px; border-bottom: 1px solid #ddd; }}
+td:nth-child(n+2) {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.better {{ color: #1a7f37; }} .worse {{ color: #c62828; }}
+</style></head><body>
+<h1>run {} vs run {}</h1>
+<p>A: {}<br>B: {}</p>
+<table><tr><th></th><th>A</th><th>B</th><th>B − A</th></tr>
+{rows}</table></body></html>
+"#,
+        c.a.run_id,
+        c.b.run_id,
+        c.a.run_id,
+        c.b.run_id,
+        run(&c.a),
+        run(&c.b)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::charts::nice;
@@ -254,6 +302,8 @@ mod tests {
             summary: Default::default(),
             requests,
             samples: Vec::new(),
+            kinds: Vec::new(),
+            gpu: None,
         };
         let html = page(&r);
         assert_eq!(html.matches("<svg class=\"chart\"").count(), 8);

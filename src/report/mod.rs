@@ -4,6 +4,8 @@
 //! `daily_metrics` view. `--results FILE` writes a page of the analyses themselves, a card per
 //! restaurant ([`results`]).
 
+pub mod breakdown;
+pub mod compare;
 pub mod html;
 pub mod results;
 
@@ -11,6 +13,7 @@ use serde::Serialize;
 
 use crate::metrics::{fmt_ms, Quality, RequestMetrics, RunSummary, RunTally};
 use crate::store::{Day, Db, QualityDay, StoreError};
+pub use breakdown::{GpuStats, KindStats};
 
 /// A run's record.
 #[derive(Debug, Clone, Serialize)]
@@ -70,6 +73,8 @@ pub struct RunReport {
     pub summary: RunSummary,
     pub requests: Vec<RequestPoint>,
     pub samples: Vec<SamplePoint>,
+    pub kinds: Vec<KindStats>,
+    pub gpu: Option<GpuStats>,
 }
 
 fn epoch_ms(ts: &str) -> Option<f64> {
@@ -85,17 +90,12 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
     };
     let rows = db.run_requests(rec.run_id)?;
     // Times are seconds from the run's first request (its start if it sent none).
-    let t0 = rows
-        .iter()
-        .filter_map(|(at, _, _)| epoch_ms(at))
-        .fold(f64::INFINITY, f64::min);
-    let t0 = if t0.is_finite() {
-        t0
-    } else {
-        epoch_ms(&rec.started_at).unwrap_or(0.0)
-    };
+    let first = (rows.iter().filter_map(|(at, _, _)| epoch_ms(at))).fold(f64::INFINITY, f64::min);
+    let t0 = Some(first)
+        .filter(|t| t.is_finite())
+        .unwrap_or_else(|| epoch_ms(&rec.started_at).unwrap_or(0.0));
     let t_s = |at: &str| (epoch_ms(at).unwrap_or(t0) - t0) / 1000.0;
-    let requests = rows
+    let requests: Vec<RequestPoint> = rows
         .iter()
         .map(|(at, m, meets)| RequestPoint::new(t_s(at), m, *meets))
         .collect();
@@ -112,7 +112,7 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
             t.finish(rec.wall_ms.unwrap_or(0.0), Default::default())
         }
     };
-    let samples = db
+    let samples: Vec<SamplePoint> = db
         .run_samples(rec.run_id)?
         .into_iter()
         .map(|(at, name, value)| SamplePoint {
@@ -130,11 +130,15 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
         started_at: rec.started_at,
         finished_at: rec.finished_at,
     };
+    let kinds = breakdown::by_kind(&requests, summary.analysis_ms);
+    let gpu = breakdown::gpu(&samples);
     Ok(Some(RunReport {
         run,
         summary,
         requests,
         samples,
+        kinds,
+        gpu,
     }))
 }
 
@@ -157,7 +161,13 @@ pub fn table(r: &RunReport) -> String {
     for (k, v) in totals(s) {
         out.push_str(&format!("{k:<12} {v}\n"));
     }
+    out.push_str(&format!(
+        "{:<12} {}\n",
+        "GPU",
+        breakdown::gpu_line(r.gpu.as_ref())
+    ));
     out.push_str(&latencies(s));
+    out.push_str(&breakdown::kinds_table(&r.kinds));
     if !s.failure_reasons.is_empty() {
         out.push_str("failures by reason\n");
         for (reason, n) in &s.failure_reasons {
@@ -205,8 +215,8 @@ fn totals(s: &RunSummary) -> [(&'static str, String); 7] {
         (
             "goodput",
             format!(
-                "{:.3} req/s · SLA compliance {:.1} %{sla}",
-                s.goodput_rps, s.sla_compliance_pct
+                "{:.3} req/s · {:.1} output tokens/s · SLA compliance {:.1} %{sla}",
+                s.goodput_rps, s.goodput_tokens_per_s, s.sla_compliance_pct
             ),
         ),
         (

@@ -212,11 +212,13 @@ impl Db {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// A run's server samples summed over labels: (time, name, value).
+    /// A run's server samples summed over labels (endpoints, GPUs): (time, name, value); a
+    /// GPU's utilisation is the mean over GPUs and its temperature the hottest.
     pub fn run_samples(&self, run_id: i64) -> Result<Vec<(String, String, f64)>, StoreError> {
         let mut q = self.conn.prepare(
-            "SELECT at, name, sum(value) FROM server_metrics WHERE run_id = ?1
-             GROUP BY at, name ORDER BY at",
+            "SELECT at, name, CASE name WHEN 'gpu_utilization_percent' THEN avg(value)
+                    WHEN 'gpu_temperature_celsius' THEN max(value) ELSE sum(value) END
+             FROM server_metrics WHERE run_id = ?1 GROUP BY at, name ORDER BY at",
         )?;
         let rows = q.query_map([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
