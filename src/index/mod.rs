@@ -174,6 +174,21 @@ pub async fn open(
     }
 }
 
+/// Whether `cfg`'s index answers, without creating anything: what it is (`palate doctor`).
+pub async fn ping(cfg: &IndexConfig) -> Result<String, IndexError> {
+    match cfg.backend {
+        Backend::Embedded => Ok("embedded (vectors in the work database)".into()),
+        #[cfg(feature = "qdrant")]
+        Backend::Qdrant => Ok(format!(
+            "Qdrant {} at {}",
+            QdrantIndex::ping(cfg).await?,
+            crate::domain::redact_url(&cfg.url)
+        )),
+        #[cfg(not(feature = "qdrant"))]
+        Backend::Qdrant => Err(IndexError::NotBuilt),
+    }
+}
+
 /// The embedded index: vectors from the store's embedding cache, searched exactly.
 pub struct EmbeddedIndex {
     store: Store,

@@ -163,6 +163,18 @@ impl ResultSink for Delivering {
     }
 }
 
+/// Whether the app's database `cfg` names answers: its server's version (`palate doctor`).
+/// `None` for the sqlite sink, which has no app database.
+pub async fn ping(cfg: &SinkConfig) -> Option<Result<String, SinkError>> {
+    if cfg.kind == SinkKind::Sqlite {
+        return None;
+    }
+    Some(match AppDb::open(cfg) {
+        Ok(db) => db.version().await,
+        Err(e) => Err(e),
+    })
+}
+
 /// The app's database.
 enum AppDb {
     #[cfg(feature = "appdb")]
@@ -188,6 +200,15 @@ impl AppDb {
             let _ = (url, shown, cfg.timeout());
             Err(SinkError::NotBuilt(cfg.kind))
         }
+    }
+
+    async fn version(&self) -> Result<String, SinkError> {
+        #[cfg(feature = "appdb")]
+        match self {
+            AppDb::Sql(db) => db.version().await,
+        }
+        #[cfg(not(feature = "appdb"))]
+        match *self {}
     }
 
     async fn write(&self, d: &Delivery) -> Result<(), SinkError> {

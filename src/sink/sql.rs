@@ -105,6 +105,28 @@ impl SqlDb {
         })
     }
 
+    /// The server's version, within the timeout (`palate doctor`).
+    pub async fn version(&self) -> Result<String, SinkError> {
+        let query = async {
+            match &self.pool {
+                Pool::My(p) => {
+                    sqlx::query_scalar::<_, String>("SELECT version()")
+                        .fetch_one(p)
+                        .await
+                }
+                Pool::Pg(p) => {
+                    sqlx::query_scalar::<_, String>("SELECT version()")
+                        .fetch_one(p)
+                        .await
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, query).await {
+            Ok(r) => r.map_err(|e| self.error(e)),
+            Err(_) => Err(self.error(format!("no answer within {:?}", self.timeout))),
+        }
+    }
+
     fn error(&self, e: impl std::fmt::Display) -> SinkError {
         SinkError::Db {
             url: self.shown.clone(),

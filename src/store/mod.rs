@@ -13,6 +13,7 @@
 
 mod cards;
 pub mod deliveries;
+pub mod health;
 pub mod results;
 pub mod reviews;
 pub mod runs;

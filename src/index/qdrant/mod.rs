@@ -45,11 +45,8 @@ pub struct QdrantIndex {
 impl QdrantIndex {
     /// Connects and, when the store already holds vectors of `model_id`, checks the collection
     /// (creating it if missing) so that a wrong dimension stops the run before it starts.
-    pub async fn connect(
-        cfg: &IndexConfig,
-        store: Store,
-        model_id: &str,
-    ) -> Result<Self, IndexError> {
+    /// A client of `cfg`'s server, and the server's version (its health check).
+    async fn client(cfg: &IndexConfig) -> Result<(Qdrant, String), IndexError> {
         let shown = redact_url(&cfg.url);
         let mut builder = Qdrant::from_url(&cfg.url)
             .timeout(std::time::Duration::from_secs(cfg.timeout_s))
@@ -66,7 +63,22 @@ impl QdrantIndex {
         };
         let client = builder.build().map_err(err)?;
         let health = client.health_check().await.map_err(err)?;
-        tracing::info!(url = %shown, version = %health.version, "qdrant server");
+        Ok((client, health.version))
+    }
+
+    /// The server's version, if it answers (`palate doctor`).
+    pub async fn ping(cfg: &IndexConfig) -> Result<String, IndexError> {
+        Ok(Self::client(cfg).await?.1)
+    }
+
+    pub async fn connect(
+        cfg: &IndexConfig,
+        store: Store,
+        model_id: &str,
+    ) -> Result<Self, IndexError> {
+        let shown = redact_url(&cfg.url);
+        let (client, version) = Self::client(cfg).await?;
+        tracing::info!(url = %shown, version = %version, "qdrant server");
         let index = Self {
             client,
             cfg: cfg.clone(),
