@@ -7,15 +7,18 @@ use std::process::ExitCode;
 use clap::Parser;
 use palate::cli::{BenchSuite, Cli, Command, LogFormat};
 use palate::commands;
+use palate::config::Config;
 use palate::domain::exit;
+use palate::telemetry::TelemetryConfig;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
+    let _telemetry = init_logging(
         cli.log_format,
         matches!(cli.command, Command::Run(_) | Command::Analyze(_)),
+        &telemetry_config(&cli.command),
     );
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -51,6 +54,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
             runtime()?.block_on(commands::bench_catalogue(a))
         }
         Command::Report(a) => commands::report(a),
+        Command::Doctor(a) => runtime()?.block_on(commands::doctor(a)),
+        Command::Watchdog(a) => runtime()?.block_on(with_signals(|c| commands::watchdog(a, c))),
     }
 }
 
@@ -100,9 +105,30 @@ where
     f(cancel).await
 }
 
+/// The job's `[telemetry]` for the commands that analyse (their spans are what is exported);
+/// a job file that does not load is reported by the command itself.
+fn telemetry_config(command: &Command) -> TelemetryConfig {
+    let job = match command {
+        Command::Run(a) => &a.job,
+        Command::Analyze(a) => &a.job,
+        _ => return TelemetryConfig::default(),
+    };
+    Config::from_args(job)
+        .map(|c| c.telemetry.clone())
+        .unwrap_or_default()
+}
+
 /// Logs go to stderr: pretty on a terminal, JSON lines otherwise (cron). With a progress bar on a
-/// terminal, per-restaurant lines are left to `RUST_LOG=palate=info`.
-fn init_logging(format: LogFormat, pipeline_command: bool) {
+/// terminal, per-restaurant lines are left to `RUST_LOG=palate=info`. Spans also go to an OTLP
+/// collector when the job asks (`[telemetry]`); the guard flushes them at exit.
+fn init_logging(
+    format: LogFormat,
+    pipeline_command: bool,
+    telemetry: &TelemetryConfig,
+) -> palate::telemetry::Guard {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
     let terminal = std::io::stderr().is_terminal();
     let default = if terminal && pipeline_command {
         "palate=warn"
@@ -115,12 +141,17 @@ fn init_logging(format: LogFormat, pipeline_command: bool) {
         LogFormat::Pretty => false,
         LogFormat::Auto => !terminal,
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(true).init();
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_current_span(true).boxed()
     } else {
-        builder.compact().init();
-    }
+        fmt.compact().boxed()
+    };
+    let (otel, guard) = palate::telemetry::layer(telemetry);
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .with(filter)
+        .init();
+    guard
 }

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 
 use async_openai::config::OpenAIConfig;
 use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use async_openai::Client;
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -97,6 +96,46 @@ fn metrics_row(id: AttemptId, a: &Attempted) -> RequestMetrics {
 }
 
 impl OpenAiClient {
+    /// Walks the model chain: the first model that answers wins. A context-length error is not
+    /// handed on (the prompt is what is wrong); anything else that exhausts a model is.
+    async fn chain(&self, req: &ChatRequest) -> ChatOutcome {
+        let mut metrics = Vec::new();
+        let mut failures = Vec::new();
+        for (i, model) in self.models.iter().enumerate() {
+            let error = match self.with_model(req, model, &mut metrics).await {
+                Ok(reply) => {
+                    return ChatOutcome {
+                        result: Ok(reply),
+                        metrics,
+                    }
+                }
+                Err(e) if e.class() == ErrorClass::ContextLength => {
+                    return ChatOutcome {
+                        result: Err(e),
+                        metrics,
+                    }
+                }
+                Err(e) => e,
+            };
+            if let Some(next) = self.models.get(i + 1) {
+                tracing::warn!(model, next, %error, "model failed; falling back");
+            }
+            failures.push(ModelError {
+                model: model.clone(),
+                error,
+            });
+        }
+        let error = if failures.len() == 1 {
+            failures.remove(0).error
+        } else {
+            InferError::AllModelsFailed(failures)
+        };
+        ChatOutcome {
+            result: Err(error),
+            metrics,
+        }
+    }
+
     pub fn new(cfg: &LlmConfig) -> Result<Self, InferError> {
         let http = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout())
@@ -275,10 +314,10 @@ impl OpenAiClient {
         let http_seen: Arc<Mutex<(Option<u16>, Option<Duration>)>> = Arc::default();
         let seen = Arc::clone(&http_seen);
         let http = self.http.clone();
-        let service = tower::service_fn(move |f: HttpRequestFactory| {
+        let service = tower::service_fn(move |f: async_openai::middleware::HttpRequestFactory| {
             let (http, seen) = (http.clone(), Arc::clone(&seen));
             async move {
-                let resp = send(&http, &f).await?;
+                let resp = retry::send(&http, &f).await?;
                 *lock(&seen) = (
                     Some(resp.status().as_u16()),
                     retry::retry_after(resp.headers()),
@@ -315,36 +354,6 @@ impl OpenAiClient {
     }
 }
 
-/// Sends a request; one that fails on a connection the server had already closed (llama.cpp
-/// closes kept-alive connections, and the pool may hand one out as it does) before any byte of
-/// an answer is sent again at once on a new connection, and is not a server failure. A server
-/// that really drops requests fails the resend too, which is then an attempt like any other.
-async fn send(
-    http: &reqwest::Client,
-    f: &HttpRequestFactory,
-) -> Result<reqwest::Response, OpenAIError> {
-    match http.execute(f.build().await?).await {
-        Err(e) if retry::closed_before_answer(&e) => {
-            tracing::debug!(error = %e, "connection closed before an answer; resending on a new one");
-            http.execute(f.build().await?).await
-        }
-        r => r,
-    }
-    .map(capped)
-    .map_err(OpenAIError::Reqwest)
-}
-
-/// Bytes of one response read at most: a server streaming without end, an error body or an
-/// event line of megabytes fails the attempt instead of filling memory.
-pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
-
-fn capped(resp: reqwest::Response) -> reqwest::Response {
-    let r: hyper::Response<reqwest::Body> = resp.into();
-    let (parts, body) = r.into_parts();
-    let body = reqwest::Body::wrap(http_body_util::Limited::new(body, MAX_RESPONSE_BYTES));
-    reqwest::Response::from(hyper::Response::from_parts(parts, body))
-}
-
 /// vLLM's `priority` for a request: its estimated prefill (lower goes first).
 fn priority(req: &ChatRequest) -> i64 {
     req.prefill_tokens.min(i64::MAX as u64) as i64
@@ -356,44 +365,17 @@ impl LlmClient for OpenAiClient {
         self.warm_up().await.map(|_| ())
     }
 
-    /// Walks the model chain: the first model that answers wins. A context-length error is not
-    /// handed on (the prompt is what is wrong); anything else that exhausts a model is.
-    #[tracing::instrument(skip_all, fields(restaurant_id = %req.restaurant_id, kind = req.kind.as_str(), attempt = req.attempt))]
+    /// One request's span (exported with `[telemetry]`): what was asked, and once answered, by
+    /// which model, its tokens, TTFT and outcome.
+    #[tracing::instrument(skip_all, fields(
+        restaurant_id = %req.restaurant_id, kind = req.kind.as_str(), attempt = req.attempt,
+        model = tracing::field::Empty, prompt_tokens = tracing::field::Empty,
+        completion_tokens = tracing::field::Empty, ttft_ms = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    ))]
     async fn chat(&self, req: &ChatRequest) -> ChatOutcome {
-        let mut metrics = Vec::new();
-        let mut failures = Vec::new();
-        for (i, model) in self.models.iter().enumerate() {
-            let error = match self.with_model(req, model, &mut metrics).await {
-                Ok(reply) => {
-                    return ChatOutcome {
-                        result: Ok(reply),
-                        metrics,
-                    }
-                }
-                Err(e) if e.class() == ErrorClass::ContextLength => {
-                    return ChatOutcome {
-                        result: Err(e),
-                        metrics,
-                    }
-                }
-                Err(e) => e,
-            };
-            if let Some(next) = self.models.get(i + 1) {
-                tracing::warn!(model, next, %error, "model failed; falling back");
-            }
-            failures.push(ModelError {
-                model: model.clone(),
-                error,
-            });
-        }
-        let error = if failures.len() == 1 {
-            failures.remove(0).error
-        } else {
-            InferError::AllModelsFailed(failures)
-        };
-        ChatOutcome {
-            result: Err(error),
-            metrics,
-        }
+        let out = self.chain(req).await;
+        out.record(&tracing::Span::current());
+        out
     }
 }

@@ -128,6 +128,29 @@ pub struct ChatOutcome {
     pub metrics: Vec<RequestMetrics>,
 }
 
+impl ChatOutcome {
+    /// Records the answer on the request's span: the model of the last attempt, its tokens
+    /// and TTFT, and `ok` or the error class.
+    pub fn record(&self, span: &tracing::Span) {
+        if let Some(m) = self.metrics.last() {
+            span.record("model", m.model.as_str());
+            if let Some(t) = m.prompt_tokens {
+                span.record("prompt_tokens", t);
+            }
+            if let Some(t) = m.completion_tokens {
+                span.record("completion_tokens", t);
+            }
+            if let Some(t) = m.ttft_ms {
+                span.record("ttft_ms", t);
+            }
+        }
+        match &self.result {
+            Ok(_) => span.record("outcome", "ok"),
+            Err(e) => span.record("outcome", e.class().as_str()),
+        };
+    }
+}
+
 /// The seam between the pipeline and the LLM servers: [`OpenAiClient`] in production, a scripted
 /// client in the pipeline's unit tests.
 #[async_trait]

@@ -2,6 +2,7 @@
 //! the server's `Retry-After`.
 
 use async_openai::error::OpenAIError;
+use async_openai::middleware::HttpRequestFactory;
 use tokio::time::Duration;
 
 use super::InferError;
@@ -121,6 +122,36 @@ fn status_class(status: u16, message: &str) -> ErrorClass {
     } else {
         ErrorClass::Permanent
     }
+}
+
+/// Sends a request; one that fails on a connection the server had already closed (llama.cpp
+/// closes kept-alive connections, and the pool may hand one out as it does) before any byte of
+/// an answer is sent again at once on a new connection, and is not a server failure. A server
+/// that really drops requests fails the resend too, which is then an attempt like any other.
+pub async fn send(
+    http: &reqwest::Client,
+    f: &HttpRequestFactory,
+) -> Result<reqwest::Response, OpenAIError> {
+    match http.execute(f.build().await?).await {
+        Err(e) if closed_before_answer(&e) => {
+            tracing::debug!(error = %e, "connection closed before an answer; resending on a new one");
+            http.execute(f.build().await?).await
+        }
+        r => r,
+    }
+    .map(capped)
+    .map_err(OpenAIError::Reqwest)
+}
+
+/// Bytes of one response read at most: a server streaming without end, an error body or an
+/// event line of megabytes fails the attempt instead of filling memory.
+pub const MAX_RESPONSE_BYTES: usize = 4 << 20;
+
+fn capped(resp: reqwest::Response) -> reqwest::Response {
+    let r: hyper::Response<reqwest::Body> = resp.into();
+    let (parts, body) = r.into_parts();
+    let body = reqwest::Body::wrap(http_body_util::Limited::new(body, MAX_RESPONSE_BYTES));
+    reqwest::Response::from(hyper::Response::from_parts(parts, body))
 }
 
 #[cfg(test)]

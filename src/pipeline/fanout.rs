@@ -9,6 +9,7 @@ use futures::{Stream, StreamExt};
 use tokio::sync::Semaphore;
 use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 /// Runs `work` on every `(id, item)` of `items`, at most `limit` at once, and calls `on_done`
 /// with each item's id and outcome as it finishes: its value, or its error or panic as text.
@@ -47,10 +48,15 @@ pub async fn fan_out<T, O, F, Fut>(
                 match items.next().await {
                     Some((id, item)) => {
                         let fut = work(item);
-                        let handle = tasks.spawn(async move {
-                            let _permit = permit;
-                            fut.await
-                        });
+                        // The task keeps the caller's span (the run's), so each item's
+                        // spans are children of it in logs and traces.
+                        let handle = tasks.spawn(
+                            async move {
+                                let _permit = permit;
+                                fut.await
+                            }
+                            .in_current_span(),
+                        );
                         ids.insert(handle.id(), id);
                     }
                     None => more = false,
