@@ -38,7 +38,7 @@ pub enum Command {
     /// successful analysis. Exit codes: 0 all done, 1 error (or gave up: every endpoint down),
     /// 3 some analyses failed (invalid output or request errors) or an input was unusable,
     /// 4 another palate process holds the database lock, 5 stopped at the job's deadline,
-    /// 130 interrupted.
+    /// 6 finished but crossed an `[alerts]` threshold, 130 interrupted.
     Run(RunArgs),
     /// Analyse one restaurant (already ingested) and print its three results. Exit codes as
     /// for `run`.
@@ -54,9 +54,49 @@ pub enum Command {
     /// not deliver because the database was down or refused. Exit 0 when none is left, 3 when
     /// some still are.
     Sync(SyncArgs),
+    /// Check everything the job depends on: each endpoint (model served, a one-token completion
+    /// with a JSON schema, `priority`, `/metrics`, the vLLM flags the metrics need), the
+    /// embedding model and ONNX Runtime, the vector index, the app database, the work database
+    /// (schema, integrity, lock holder, runs left running), disk space and the GPU. Exit 0 when
+    /// nothing failed, 1 otherwise.
+    Doctor(DoctorArgs),
+    /// The GPU idle watchdog: every `[watchdog] interval_s` it reads the server's `/metrics`,
+    /// NVML and the database lock, stops an idle server when idling until the next need would
+    /// cost more than a restart, and starts it before a planned run. Every decision is logged
+    /// with its inputs. `--replay TRACE` runs it over a trace with a fake clock instead.
+    Watchdog(WatchdogArgs),
     /// Benchmarks whose output states the figures (see docs/benchmarks.md).
     #[command(subcommand)]
     Bench(BenchSuite),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchdogArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Log the decisions and the commands they would run, and run none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One check, then exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Decide over a trace of observations (JSON lines, as an always-on server saw them) with a
+    /// fake clock and a simulated server; print every decision and the day's cost with and
+    /// without the watchdog. Runs nothing.
+    #[arg(long)]
+    pub replay: Option<PathBuf>,
+    /// With `--replay`, also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// The checks as one JSON object on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +118,10 @@ pub struct ReportArgs {
     /// of the reviews it cites, so a page of the whole catalogue can run to tens of megabytes.
     #[arg(long, default_value_t = 200)]
     pub limit: usize,
+    /// Two runs side by side with their deltas (B − A, and whether B is better), e.g. before
+    /// and after a server flag; with `--html`, the comparison as a page.
+    #[arg(long, num_args = 2, value_names = ["RUN_A", "RUN_B"])]
+    pub compare: Option<Vec<i64>>,
     /// Goodput and SLA compliance per day instead (the `daily_metrics` view).
     #[arg(long)]
     pub daily: bool,

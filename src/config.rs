@@ -14,10 +14,13 @@ use crate::embed::EmbedConfig;
 use crate::index::IndexConfig;
 use crate::infer::LlmConfig;
 use crate::ingest::IngestOptions;
+use crate::metrics::alerts::Alerts;
 use crate::metrics::{Cost, ScrapeConfig, Sla};
 use crate::plan::PlanConfig;
 use crate::select::SelectConfig;
 use crate::sink::SinkConfig;
+use crate::telemetry::TelemetryConfig;
+use crate::watchdog::WatchdogConfig;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -53,6 +56,9 @@ pub struct JobFile {
     pub cost: Cost,
     pub metrics: ScrapeConfig,
     pub sink: SinkConfig,
+    pub alerts: Alerts,
+    pub watchdog: WatchdogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 /// The `[job]` section: what the run reads and where it writes.
@@ -204,6 +210,8 @@ impl Config {
             .and_then(|()| f.embed.validate())
             .and_then(|()| f.index.validate())
             .and_then(|()| f.sink.validate())
+            .and_then(|()| f.alerts.validate())
+            .and_then(|()| f.watchdog.validate())
             .map_err(ConfigError::Invalid)?;
         Ok(Self(f))
     }

@@ -33,13 +33,16 @@
 //! 6. [`pipeline`]: runs select → plan → infer → validate → store per restaurant, each in its
 //!    own task. [`report`]: `palate report` (table, HTML charts, daily view, results page).
 //!    [`eval`]: `palate eval`, quality on labelled data. [`bench`]: `palate bench scheduling`,
-//!    `calibrate` and `selection`.
+//!    `calibrate` and `selection`. [`doctor`]: `palate doctor`, every part a run depends on.
+//!    [`watchdog`]: `palate watchdog`, stops an idle LLM server and starts it before a run.
+//!    [`telemetry`]: optional OTLP export of the run's spans (layer 2 in what it imports).
 //! 7. The edge: [`commands`] (each subcommand) and [`output`] (everything printed for people).
 
 pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod doctor;
 pub mod domain;
 pub mod embed;
 pub mod eval;
@@ -55,4 +58,6 @@ pub mod select;
 pub mod sim;
 pub mod sink;
 pub mod store;
+pub mod telemetry;
 pub mod validate;
+pub mod watchdog;

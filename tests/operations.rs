@@ -50,15 +50,7 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
-async fn palate(args: &[&str]) -> (i32, String, String) {
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    tokio::task::spawn_blocking(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        common::palate(&args)
-    })
-    .await
-    .unwrap()
-}
+use common::palate_async as palate;
 
 fn count(c: &Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()

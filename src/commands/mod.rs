@@ -5,7 +5,7 @@ use std::fs::File;
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{EvalArgs, IngestArgs, ReportArgs, SyncArgs};
+use crate::cli::{DoctorArgs, EvalArgs, IngestArgs, ReportArgs, SyncArgs};
 use crate::config::Config;
 use crate::domain::exit;
 use crate::eval::EvalOptions;
@@ -17,15 +17,18 @@ mod bench;
 mod lock;
 mod run;
 mod setup;
+mod watchdog;
 
 pub use bench::{
     bench_calibrate, bench_catalogue, bench_embedding, bench_scheduling, bench_selection,
     bench_serve,
 };
+pub use lock::{db_lock, Lock};
 pub use run::{analyze, run};
 pub use setup::pipeline;
+pub use watchdog::watchdog;
 
-use lock::{db_lock, locked_out, Lock};
+use lock::locked_out;
 use setup::ingest_inputs;
 
 /// `palate sync`: delivers what is queued for the app's database, without loading any model.
@@ -127,6 +130,9 @@ pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
         output::line(&crate::report::quality_table(&db.daily_quality(a.days)?));
         return Ok(exit::OK);
     }
+    if let Some(runs) = &a.compare {
+        return compare(&db, runs, a.html.as_deref());
+    }
     let Some(r) = crate::report::load(&db, a.run)? else {
         if a.results.is_some() && a.html.is_none() {
             return Ok(exit::OK);
@@ -144,4 +150,38 @@ pub fn report(a: &ReportArgs) -> anyhow::Result<u8> {
         output::line(&format!("wrote {}", path.display()));
     }
     Ok(exit::OK)
+}
+
+/// `palate report --compare A B`.
+fn compare(db: &Db, runs: &[i64], html: Option<&std::path::Path>) -> anyhow::Result<u8> {
+    let load = |id: i64| -> anyhow::Result<crate::report::RunReport> {
+        crate::report::load(db, Some(id))?
+            .ok_or_else(|| anyhow::anyhow!("no run {id} in the database"))
+    };
+    let (a, b) = match runs {
+        [a, b] => (load(*a)?, load(*b)?),
+        _ => anyhow::bail!("--compare takes two run ids"),
+    };
+    let c = crate::report::compare::compare(&a, &b);
+    output::line(&crate::report::compare::table(&c));
+    if let Some(path) = html {
+        std::fs::write(path, crate::report::html::compare_page(&c))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        output::line(&format!("wrote {}", path.display()));
+    }
+    Ok(exit::OK)
+}
+
+/// `palate doctor`: every check, as a table or JSON; 1 when one failed.
+pub async fn doctor(a: &DoctorArgs) -> anyhow::Result<u8> {
+    let cfg = Config::from_args(&a.job)?;
+    let checks = crate::doctor::run(&cfg).await;
+    let code = crate::doctor::exit_code(&checks);
+    if a.json {
+        let v = serde_json::json!({"ok": code == exit::OK, "checks": checks});
+        output::line(&serde_json::to_string_pretty(&v)?);
+    } else {
+        output::line(crate::doctor::text(&checks).trim_end());
+    }
+    Ok(code)
 }

@@ -203,6 +203,17 @@ prompts_dir = {prompts:?}
     p
 }
 
+/// [`palate`] from async tests: on a blocking thread, so the test's own servers keep running.
+pub async fn palate_async(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        palate(&args)
+    })
+    .await
+    .unwrap()
+}
+
 /// Runs the palate binary; returns (exit code, stdout, stderr).
 pub fn palate(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_palate"))
