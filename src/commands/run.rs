@@ -92,7 +92,7 @@ async fn run_recorded(
     let (status, summary) = analyse(&p, run_id, list, total, args.force, cancel, wall).await?;
     output::summary(&summary);
     let undelivered = deliver_pending(&p).await?;
-    let alerted = alerts(&p, run_id).await?;
+    let alerted = alerts(&p, run_id, &summary).await?;
     // A file that could not be read, or results the app's database has not received, are
     // failures the run status (about analyses) does not show.
     Ok(match status {
@@ -103,17 +103,21 @@ async fn run_recorded(
 }
 
 /// The `[alerts]` thresholds the run crossed, each printed and logged; whether there were any.
-async fn alerts(p: &Pipeline, run_id: i64) -> anyhow::Result<bool> {
+/// The summary is the run's own; only the GPU's peak memory is read back, from its samples.
+async fn alerts(p: &Pipeline, run_id: i64, summary: &RunSummary) -> anyhow::Result<bool> {
     let alerts = p.cfg.alerts;
     if alerts == Default::default() {
         return Ok(false);
     }
-    let report = (p.store)
-        .with_db(move |db| crate::report::load(db, Some(run_id)))
-        .await??;
-    let crossed = report
-        .map(|r| alerts.check(&r.summary, r.gpu.map(|g| g.memory_peak_pct)))
-        .unwrap_or_default();
+    let gpu = match alerts.max_gpu_memory_pct {
+        Some(_) => {
+            (p.store)
+                .with_db(move |db| crate::report::run_gpu(db, run_id))
+                .await??
+        }
+        None => None,
+    };
+    let crossed = alerts.check(summary, gpu.map(|g| g.memory_peak_pct));
     for c in &crossed {
         tracing::warn!(
             threshold = c.threshold,

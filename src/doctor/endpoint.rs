@@ -167,12 +167,14 @@ async fn models(c: &Client<'_>) -> Check {
     }
 }
 
+/// The stream's usage object (its last chunk with one).
+fn usage(chunks: &[Value]) -> Option<&Value> {
+    (chunks.iter().rev()).find_map(|c| c.get("usage").filter(|u| u.is_object()))
+}
+
 /// What the one-token completion produced.
 fn completion_detail(chunks: &[Value]) -> String {
-    let usage = chunks
-        .iter()
-        .rev()
-        .find_map(|c| c.get("usage").filter(|u| u.is_object()));
+    let usage = usage(chunks);
     match usage {
         Some(u) => format!(
             "one token with a JSON schema: {} prompt, {} completion tokens",
@@ -185,10 +187,7 @@ fn completion_detail(chunks: &[Value]) -> String {
 /// The features of the answer the metrics rely on: usage with prompt-token details (cached
 /// tokens), and per-request server timings (vLLM's `metrics`, llama.cpp's `timings`).
 fn features(chunks: &[Value]) -> Vec<Check> {
-    let usage = chunks
-        .iter()
-        .rev()
-        .find_map(|c| c.get("usage").filter(|u| u.is_object()));
+    let usage = usage(chunks);
     let details =
         usage.is_some_and(|u| u.get("prompt_tokens_details").is_some_and(Value::is_object));
     let timings = chunks.iter().any(|c| {

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::{Check, Status};
 use crate::config::Config;
 use crate::embed::EmbedConfig;
+use crate::index::IndexConfig;
 use crate::sink::SinkConfig;
 use crate::store::health::Health;
 
@@ -132,9 +133,9 @@ fn left_running(h: &Health, holder: Option<u32>) -> Check {
     }
 }
 
-pub async fn index(cfg: &Config) -> Check {
+pub async fn index(cfg: &IndexConfig) -> Check {
     let t0 = Instant::now();
-    match crate::index::ping(&cfg.index).await {
+    match crate::index::ping(cfg).await {
         Ok(what) => Check::new("vector index", Status::Ok, what).took(t0),
         Err(e) => Check::new("vector index", Status::Fail, e.to_string())
             .fix("start the Qdrant server, or set [index] backend = \"embedded\"")

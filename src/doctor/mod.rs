@@ -67,7 +67,7 @@ pub async fn run(cfg: &Config) -> Vec<Check> {
     }
     checks.push(local::embedding(&cfg.embed).await);
     checks.extend(local::database(&cfg.job.database));
-    checks.push(local::index(cfg).await);
+    checks.push(local::index(&cfg.index).await);
     checks.push(local::sink(&cfg.sink).await);
     checks.extend(local::disk(cfg));
     checks.extend(local::gpu());

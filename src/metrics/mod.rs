@@ -264,6 +264,10 @@ pub struct RunSummary {
     pub gave_up: Option<String>,
 }
 
+/// GPU utilisation under this share is idle: the report's idle share and the watchdog's default
+/// threshold.
+pub const IDLE_UTILISATION_PCT: f64 = 5.0;
+
 /// The failure groups (see `validate::ValidationError::group`) the quality counters count.
 pub const DEGENERATE: &str = "invalid output: degenerate";
 pub const WRONG_LANGUAGE: &str = "invalid output: wrong language";

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{RequestPoint, SamplePoint};
-use crate::metrics::{fmt_ms, Percentiles};
+use crate::metrics::{fmt_ms, Percentiles, IDLE_UTILISATION_PCT};
 
 /// One analysis kind's requests. Rates are over the run's analysis time, so the kinds' rates
 /// add up to the run's.
@@ -63,9 +63,6 @@ pub fn by_kind(requests: &[RequestPoint], analysis_ms: f64) -> Vec<KindStats> {
         })
         .collect()
 }
-
-/// Utilisation under this share counts as idle (the watchdog's threshold too).
-pub const IDLE_UTILISATION_PCT: f64 = 5.0;
 
 /// The GPUs over the run, from NVML samples (every GPU's samples pooled).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use super::{KindStats, RunReport};
+use super::{GpuStats, KindStats, RunReport};
 use crate::metrics::RunSummary;
 
 /// Which way a figure should move.
@@ -143,29 +143,26 @@ fn kind_rows(a: &[KindStats], b: &[KindStats]) -> Vec<Row> {
     rows
 }
 
+/// A GPU row: its label, how to read it, and which way is better.
+type GpuFigure = (&'static str, fn(&GpuStats) -> f64, Better);
+
 pub fn compare(a: &RunReport, b: &RunReport) -> Comparison {
     use Better::{Higher, Lower};
     let mut rows = summary_rows(&a.summary, &b.summary);
     rows.extend(kind_rows(&a.kinds, &b.kinds));
-    let g = |r: &RunReport, f: fn(&super::GpuStats) -> f64| r.gpu.as_ref().map(f);
-    rows.push(row(
-        "GPU utilisation mean %",
-        g(a, |g| g.utilization_mean_pct),
-        g(b, |g| g.utilization_mean_pct),
-        Higher,
-    ));
-    rows.push(row(
-        "GPU idle share %",
-        g(a, |g| g.idle_share_pct),
-        g(b, |g| g.idle_share_pct),
-        Lower,
-    ));
-    rows.push(row(
-        "GPU memory peak %",
-        g(a, |g| g.memory_peak_pct),
-        g(b, |g| g.memory_peak_pct),
-        Lower,
-    ));
+    let gpu: [GpuFigure; 3] = [
+        ("GPU utilisation mean %", |g| g.utilization_mean_pct, Higher),
+        ("GPU idle share %", |g| g.idle_share_pct, Lower),
+        ("GPU memory peak %", |g| g.memory_peak_pct, Lower),
+    ];
+    for (label, f, better) in gpu {
+        rows.push(row(
+            label,
+            a.gpu.as_ref().map(f),
+            b.gpu.as_ref().map(f),
+            better,
+        ));
+    }
     Comparison {
         a: a.run.clone(),
         b: b.run.clone(),

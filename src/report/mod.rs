@@ -142,6 +142,18 @@ pub fn load(db: &Db, run_id: Option<i64>) -> Result<Option<RunReport>, StoreErro
     }))
 }
 
+/// The GPU figures of run `run_id` from its samples alone (`[alerts]`).
+pub fn run_gpu(db: &Db, run_id: i64) -> Result<Option<GpuStats>, StoreError> {
+    let samples: Vec<SamplePoint> = (db.run_samples(run_id)?.into_iter())
+        .map(|(_, name, value)| SamplePoint {
+            t_s: 0.0,
+            name,
+            value,
+        })
+        .collect();
+    Ok(breakdown::gpu(&samples))
+}
+
 /// The terminal table.
 pub fn table(r: &RunReport) -> String {
     let s = &r.summary;

@@ -59,7 +59,7 @@ impl Default for WatchdogConfig {
             interval_s: 60.0,
             idle_checks: 5,
             min_uptime_s: 600.0,
-            idle_utilization_pct: 5.0,
+            idle_utilization_pct: crate::metrics::IDLE_UTILISATION_PCT,
             cold_start_s: 180.0,
             latency_penalty_usd: 0.5,
             default_idle_s: 3600.0,
