@@ -22,7 +22,7 @@
 //!      and a Qdrant server (feature `qdrant`).
 //!    - [`select`]: per restaurant, TOP-K nearest the centroid plus diverse reviews by MMR.
 //!    - [`plan`]: prompts from `prompts/` with a shared prefix; sentiment batches by tokens.
-//!    - [`infer`]: the [`infer::LlmClient`] trait; async-openai streaming, a shortest-prefill
+//!    - [`infer`]: the [`infer::LlmClient`] trait; streamed completions (own SSE decoder), a shortest-prefill
 //!      -first queue, governor quotas, retries honouring Retry-After, endpoint ejection, and a
 //!      fallback model chain.
 //!    - [`validate`]: schema and evidence checks; [`validate::ValidationError`] names the group.

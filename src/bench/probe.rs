@@ -138,16 +138,12 @@ impl Server {
             .send()
             .await?
             .error_for_status()?;
-        let (mut s, mut buf) = (Sample::default(), String::new());
+        let (mut s, mut events) = (Sample::default(), crate::infer::sse::Decoder::default());
         while let Some(chunk) = resp.chunk().await? {
-            buf.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(i) = buf.find('\n') {
-                let line: String = buf.drain(..=i).collect();
-                let Some(data) = line.trim().strip_prefix("data:") else {
-                    continue;
-                };
-                let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
-                    continue;
+            events.push(&chunk);
+            while let Some(data) = events.next_event() {
+                let Ok(v) = serde_json::from_slice::<Value>(data) else {
+                    continue; // [DONE]
                 };
                 let content = v["choices"][0]["delta"]["content"].as_str();
                 if s.ttft_ms == 0.0 && content.is_some_and(|c| !c.is_empty()) {

@@ -50,10 +50,9 @@ impl Client<'_> {
             let msg: String = text.chars().take(300).collect();
             return Err(format!("HTTP {status}: {msg}"));
         }
-        Ok(text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("data:"))
-            .filter_map(|d| serde_json::from_str(d.trim()).ok())
+        Ok(crate::infer::sse::events(text.as_bytes())
+            .iter()
+            .filter_map(|d| serde_json::from_str(d).ok())
             .collect())
     }
 }

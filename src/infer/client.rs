@@ -1,30 +1,29 @@
-//! [`OpenAiClient`]: async-openai against one or more OpenAI-compatible base URLs, with palate's
-//! queue, retries and fallback chain around each request.
+//! [`OpenAiClient`]: streamed chat completions against one or more OpenAI-compatible base URLs,
+//! with palate's queue, retries and fallback chain around each request.
 
-use std::sync::{Arc, Mutex};
-
-use async_openai::config::OpenAIConfig;
-use async_openai::error::OpenAIError;
-use async_openai::Client;
 use async_trait::async_trait;
-use serde_json::{json, Value};
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
 use super::retry::{self, RetryPolicy};
 use super::schedule::Scheduler;
 use super::stream::{self, Measured};
 use super::{ChatOutcome, ChatRequest, InferError, LlmClient, LlmConfig, ModelError, Reply};
-use crate::domain::{lock, millis, now, ErrorClass, Kind, Secret};
+use crate::domain::{millis, now, ErrorClass, Kind, Secret};
 use crate::metrics::RequestMetrics;
+use crate::plan::Message;
 
 struct Endpoint {
     url: String,
+    /// `{url}/chat/completions`.
+    chat_url: String,
     /// The URL as stored and logged: credentials redacted.
     shown: String,
-    config: OpenAIConfig,
 }
 
-/// async-openai against one or more OpenAI-compatible base URLs.
+/// Streamed chat completions against one or more OpenAI-compatible base URLs.
 pub struct OpenAiClient {
     http: reqwest::Client,
     api_key: Option<Secret>,
@@ -38,6 +37,39 @@ pub struct OpenAiClient {
     send_priority: bool,
     retry: RetryPolicy,
     sched: Scheduler,
+}
+
+/// A chat completion request as vLLM reads it: OpenAI's fields plus `priority`.
+#[derive(Serialize)]
+struct Body<'a> {
+    model: &'a str,
+    messages: &'a [Message],
+    stream: bool,
+    stream_options: StreamOptions,
+    max_tokens: u32,
+    temperature: f32,
+    seed: u32,
+    response_format: ResponseFormat<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    priority: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
+#[derive(Serialize)]
+struct ResponseFormat<'a> {
+    r#type: &'static str,
+    json_schema: JsonSchema<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSchema<'a> {
+    name: &'static str,
+    schema: &'a Value,
+    strict: bool,
 }
 
 /// Who an HTTP attempt was for and where it went: the identifying half of its metrics row.
@@ -149,16 +181,10 @@ impl OpenAiClient {
         let endpoints = cfg
             .endpoints
             .iter()
-            .map(|url| {
-                let mut c = OpenAIConfig::new().with_api_base(url.clone());
-                if let Some(k) = &cfg.api_key {
-                    c = c.with_api_key(k.expose());
-                }
-                Endpoint {
-                    url: url.clone(),
-                    shown: crate::domain::redact_url(url),
-                    config: c,
-                }
+            .map(|url| Endpoint {
+                url: url.clone(),
+                chat_url: format!("{}/chat/completions", url.trim_end_matches('/')),
+                shown: crate::domain::redact_url(url),
             })
             .collect();
         let mut models = vec![cfg.model.clone()];
@@ -239,23 +265,32 @@ impl OpenAiClient {
 
     /// The chat completion body sent for `req` to `model`.
     pub fn body(&self, req: &ChatRequest, model: &str) -> Value {
-        let mut body = json!({
-            "model": model,
-            "messages": req.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-            "max_tokens": req.max_tokens,
-            "temperature": self.temperature(req),
-            "seed": req.attempt,
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": req.kind.as_str(), "schema": req.schema, "strict": true}
-            }
-        });
-        if self.send_priority {
-            body["priority"] = json!(priority(req));
+        serde_json::to_value(self.request_body(req, model)).unwrap_or_default()
+    }
+
+    /// The body as it is serialised: borrowing the request's messages and schema, without
+    /// building a JSON tree first.
+    fn request_body<'a>(&self, req: &'a ChatRequest, model: &'a str) -> Body<'a> {
+        Body {
+            model,
+            messages: &req.messages,
+            stream: true,
+            stream_options: StreamOptions {
+                include_usage: true,
+            },
+            max_tokens: req.max_tokens,
+            temperature: self.temperature(req),
+            seed: req.attempt,
+            response_format: ResponseFormat {
+                r#type: "json_schema",
+                json_schema: JsonSchema {
+                    name: req.kind.as_str(),
+                    schema: &req.schema,
+                    strict: true,
+                },
+            },
+            priority: self.send_priority.then(|| priority(req)),
         }
-        body
     }
 
     /// One model: attempts until success, a non-transient error, or the attempts run out.
@@ -265,7 +300,11 @@ impl OpenAiClient {
         model: &str,
         metrics: &mut Vec<RequestMetrics>,
     ) -> Result<Reply, InferError> {
-        let body = self.body(req, model);
+        // Serialised once for every attempt.
+        let body = match serde_json::to_vec(&self.request_body(req, model)) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return Err(InferError::Permanent(format!("request body: {e}"))),
+        };
         let mut n = 0;
         loop {
             n += 1;
@@ -307,43 +346,17 @@ impl OpenAiClient {
     }
 
     /// One HTTP attempt.
-    async fn once(&self, ep: &Endpoint, body: &Value) -> Attempted {
-        // A client per attempt, whose HTTP service keeps the response's status and Retry-After
-        // header (async-openai's error drops headers, and cannot parse vLLM's error bodies). It
-        // shares the connection pool of `self.http`.
-        let http_seen: Arc<Mutex<(Option<u16>, Option<Duration>)>> = Arc::default();
-        let seen = Arc::clone(&http_seen);
-        let http = self.http.clone();
-        let service = tower::service_fn(move |f: async_openai::middleware::HttpRequestFactory| {
-            let (http, seen) = (http.clone(), Arc::clone(&seen));
-            async move {
-                let resp = retry::send(&http, &f).await?;
-                *lock(&seen) = (
-                    Some(resp.status().as_u16()),
-                    retry::retry_after(resp.headers()),
-                );
-                Ok::<_, OpenAIError>(resp)
-            }
-        });
-        let client = Client::build(self.http.clone(), ep.config.clone()).with_http_service(service);
+    async fn once(&self, ep: &Endpoint, body: &Bytes) -> Attempted {
         let t0 = Instant::now();
-        let (result, measured) =
-            match tokio::time::timeout(self.request_timeout, stream::stream(&client, body, t0))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => (
-                    Err(InferError::Transient(format!(
-                        "request took longer than {:?}",
-                        self.request_timeout
-                    ))),
-                    Measured::default(),
-                ),
-            };
-        let (status, retry_after) = *lock(&http_seen);
-        let result = match (result, status) {
-            (Err(e), Some(s)) => Err(retry::with_status(e, s)),
-            (r, _) => r,
+        let mut measured = Measured::default();
+        let mut retry_after = None;
+        let attempt = self.attempt(ep, body, t0, &mut measured, &mut retry_after);
+        let result = match tokio::time::timeout(self.request_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(InferError::Transient(format!(
+                "request took longer than {:?}",
+                self.request_timeout
+            ))),
         };
         Attempted {
             result,
@@ -351,6 +364,36 @@ impl OpenAiClient {
             e2e_ms: millis(t0.elapsed()),
             retry_after,
         }
+    }
+
+    /// Sends the request and reads its answer: the stream, or the error the status and body
+    /// stand for (keeping the server's `Retry-After`).
+    async fn attempt(
+        &self,
+        ep: &Endpoint,
+        body: &Bytes,
+        t0: Instant,
+        measured: &mut Measured,
+        retry_after: &mut Option<Duration>,
+    ) -> Result<Reply, InferError> {
+        let resp = retry::send(|| {
+            let rq = (self.http.post(&ep.chat_url))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+            match &self.api_key {
+                Some(k) => rq.bearer_auth(k.expose()),
+                None => rq,
+            }
+        })
+        .await
+        .map_err(retry::classify)?;
+        let status = resp.status();
+        *retry_after = retry::retry_after(resp.headers());
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(retry::http_error(status.as_u16(), &text));
+        }
+        stream::read(resp, t0, measured).await
     }
 }
 

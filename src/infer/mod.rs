@@ -1,6 +1,6 @@
 //! infer: sends chat completions to OpenAI-compatible endpoints (vLLM in production, llama.cpp's
-//! server in tests) through async-openai, streaming with `stream_options.include_usage` so TTFT
-//! and inter-token gaps are measured on the client.
+//! server in tests) over reqwest, streaming with `stream_options.include_usage` so TTFT and
+//! inter-token gaps are measured on the client; [`sse`] decodes the stream.
 //!
 //! Every request waits its turn in the [`schedule`] (shortest prefill first, a place per endpoint,
 //! governor quotas), goes to the least busy endpoint in rotation, and is retried by [`retry`]
@@ -11,6 +11,7 @@ mod client;
 mod config;
 pub mod retry;
 pub mod schedule;
+pub mod sse;
 mod stream;
 
 use std::fmt;

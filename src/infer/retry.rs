@@ -1,8 +1,6 @@
 //! The one place that decides what is retried: error classes, jittered exponential backoff, and
 //! the server's `Retry-After`.
 
-use async_openai::error::OpenAIError;
-use async_openai::middleware::HttpRequestFactory;
 use tokio::time::Duration;
 
 use super::InferError;
@@ -67,48 +65,48 @@ pub fn closed_before_answer(e: &reqwest::Error) -> bool {
     false
 }
 
-/// Sorts an async-openai error into the classes the retry logic acts on.
-pub fn classify(e: OpenAIError) -> InferError {
-    let (class, message) = match &e {
-        OpenAIError::ApiError(r) => {
-            let s = r.status_code.as_u16();
-            (
-                status_class(s, &r.api_error.message),
-                format!("HTTP {s}: {}", r.api_error.message),
-            )
-        }
-        OpenAIError::Reqwest(r) if r.is_builder() => (ErrorClass::Permanent, e.to_string()),
-        OpenAIError::Reqwest(r) => match r.status().map(|s| s.as_u16()) {
-            Some(s) => (status_class(s, ""), e.to_string()),
-            None => (ErrorClass::Transient, e.to_string()),
-        },
-        OpenAIError::StreamError(_) | OpenAIError::JSONDeserialize(..) => {
-            (ErrorClass::Transient, e.to_string())
-        }
-        _ => (ErrorClass::Permanent, e.to_string()),
+/// Sorts an HTTP client error (no response, or a body cut or over its cap) into the classes the
+/// retry logic acts on.
+pub fn classify(e: reqwest::Error) -> InferError {
+    let class = match e.status() {
+        _ if e.is_builder() => ErrorClass::Permanent,
+        Some(s) => status_class(s.as_u16(), ""),
+        None => ErrorClass::Transient,
     };
-    InferError::new(class, cap_text(&message))
+    InferError::new(class, cap_text(&error_chain(&e.without_url())))
 }
 
-/// Classifies an attempt whose HTTP status is known. vLLM's error bodies carry an integer
-/// `code`, which async-openai fails to parse, so an error status otherwise looks like a
-/// transient parse error: the status decides instead, with the body's message.
-pub fn with_status(e: InferError, status: u16) -> InferError {
-    if status < 400 {
-        return e;
+/// An error and its causes, `: `-joined (reqwest's own message says only "error decoding
+/// response body" or "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(err) = source {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        source = err.source();
     }
-    let message = e.to_string();
-    let class = status_class(status, &message);
-    if message.starts_with("HTTP ") {
-        InferError::new(class, message)
-    } else {
-        InferError::new(class, format!("HTTP {status}: {message}"))
-    }
+    s
+}
+
+/// The error an answer with status `status` (not a success) and body `body` stands for. The
+/// message is the body's `error.message` (OpenAI, vLLM, llama.cpp) or top-level `message` (older
+/// vLLM), else the body itself.
+pub fn http_error(status: u16, body: &str) -> InferError {
+    let json: Option<serde_json::Value> = serde_json::from_str(body).ok();
+    let message = json
+        .as_ref()
+        .and_then(|v| v["error"]["message"].as_str().or(v["message"].as_str()))
+        .unwrap_or(body.trim());
+    InferError::new(
+        status_class(status, message),
+        cap_text(&format!("HTTP {status}: {message}")),
+    )
 }
 
 /// 408, 429 and 5xx are transient; a 4xx about the prompt's length is a context-length error;
 /// any other 4xx is permanent.
-fn status_class(status: u16, message: &str) -> ErrorClass {
+pub(super) fn status_class(status: u16, message: &str) -> ErrorClass {
     let msg = message.to_ascii_lowercase();
     if status == 429 || status == 408 || status >= 500 {
         ErrorClass::Transient
@@ -124,23 +122,22 @@ fn status_class(status: u16, message: &str) -> ErrorClass {
     }
 }
 
-/// Sends a request; one that fails on a connection the server had already closed (llama.cpp
-/// closes kept-alive connections, and the pool may hand one out as it does) before any byte of
-/// an answer is sent again at once on a new connection, and is not a server failure. A server
-/// that really drops requests fails the resend too, which is then an attempt like any other.
+/// Sends the request `build` makes; one that fails on a connection the server had already closed
+/// (llama.cpp closes kept-alive connections, and the pool may hand one out as it does) before any
+/// byte of an answer is sent again at once on a new connection, and is not a server failure. A
+/// server that really drops requests fails the resend too, which is then an attempt like any
+/// other.
 pub async fn send(
-    http: &reqwest::Client,
-    f: &HttpRequestFactory,
-) -> Result<reqwest::Response, OpenAIError> {
-    match http.execute(f.build().await?).await {
+    build: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<reqwest::Response, reqwest::Error> {
+    match build().send().await {
         Err(e) if closed_before_answer(&e) => {
             tracing::debug!(error = %e, "connection closed before an answer; resending on a new one");
-            http.execute(f.build().await?).await
+            build().send().await
         }
         r => r,
     }
     .map(capped)
-    .map_err(OpenAIError::Reqwest)
 }
 
 /// Bytes of one response read at most: a server streaming without end, an error body or an
@@ -213,37 +210,21 @@ mod tests {
     }
 
     #[test]
-    fn api_errors_are_classified() {
-        let api = |status: u16, msg: &str| {
-            OpenAIError::ApiError(async_openai::error::ApiErrorResponse {
-                status_code: reqwest::StatusCode::from_u16(status).unwrap(),
-                api_error: async_openai::error::ApiError {
-                    message: msg.into(),
-                    r#type: None,
-                    param: None,
-                    code: None,
-                    misalignment: None,
-                },
-            })
-        };
-        assert_eq!(classify(api(503, "busy")).class(), ErrorClass::Transient);
-        assert_eq!(
-            classify(api(429, "slow down")).class(),
-            ErrorClass::Transient
+    fn error_answers_are_classified_by_status_and_message() {
+        let e = http_error(503, r#"{"error": {"message": "busy", "code": 503}}"#);
+        assert_eq!(e, InferError::Transient("HTTP 503: busy".into()));
+        assert_eq!(http_error(429, "slow down").class(), ErrorClass::Transient);
+        // vLLM's older error body: the message at the top level, an integer code.
+        let e = http_error(
+            400,
+            r#"{"object": "error", "message": "This model's maximum context length is 2048", "code": 400}"#,
         );
-        assert_eq!(
-            classify(api(400, "This model's maximum context length is 2048")).class(),
-            ErrorClass::ContextLength
+        assert_eq!(e.class(), ErrorClass::ContextLength);
+        let e = http_error(
+            404,
+            r#"{"error": {"message": "no such model", "code": 404}}"#,
         );
-        assert_eq!(
-            classify(api(404, "no such model")).class(),
-            ErrorClass::Permanent
-        );
-        let unparsed =
-            InferError::Transient("failed to deserialize api response: {\"code\": 404}".into());
-        let e = with_status(unparsed.clone(), 404);
-        assert_eq!(e.class(), ErrorClass::Permanent);
-        assert!(e.to_string().starts_with("HTTP 404"));
-        assert_eq!(with_status(unparsed, 503).class(), ErrorClass::Transient);
+        assert_eq!(e, InferError::Permanent("HTTP 404: no such model".into()));
+        assert_eq!(http_error(500, "").to_string(), "HTTP 500: ");
     }
 }
