@@ -98,6 +98,11 @@ impl Db {
         // load in 2.3 ms instead of 10.8 ms through the pager (`palate bench selection`). Writes
         // still go through the WAL, so durability is unchanged.
         conn.pragma_update(None, "mmap_size", 268_435_456i64)?;
+        // 64 MiB of page cache (SQLite's default is 2 MiB): the b-tree interior pages of a large
+        // catalogue's tables and indexes stay cached, so a restaurant's reads go to leaf pages
+        // only (10,000 restaurants: palate's CPU per request 1.20 → 1.09 ms). Bounded, so memory
+        // stays flat with the catalogue.
+        conn.pragma_update(None, "cache_size", -65_536i64)?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn })
     }
@@ -210,6 +215,47 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn embeddings_stored_before_migration_8_survive_it_and_fit_their_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("p.db");
+        let mut c = Connection::open(&p).unwrap();
+        let tx = c.transaction().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 7).unwrap();
+        tx.commit().unwrap();
+        let v: Vec<f32> = (0..384).map(|i| i as f32 / 384.0).collect();
+        for h in ["a", "b"] {
+            c.execute(
+                "INSERT INTO embeddings VALUES (?1, 'm', 384, ?2, 'now')",
+                rusqlite::params![h, reviews::to_blob(&v)],
+            )
+            .unwrap();
+        }
+        drop(c);
+        let db = Db::open(&p).unwrap();
+        let (blob, n): (Vec<u8>, i64) = (db.conn)
+            .query_row(
+                "SELECT vector, (SELECT count(*) FROM embeddings) FROM embeddings
+                 WHERE content_hash = 'b' AND model_id = 'm'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((reviews::from_blob(&blob), n), (v, 2));
+        // A rowid table: each 1.5 KB row in its leaf page, no overflow page per vector.
+        let overflow: i64 = (db.conn)
+            .query_row(
+                "SELECT count(*) FROM dbstat WHERE name = 'embeddings' AND pagetype = 'overflow'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(overflow, 0);
     }
 
     #[test]
