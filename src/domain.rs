@@ -244,6 +244,23 @@ pub fn redact_url(url: &str) -> String {
 /// error can be megabytes.
 pub const MAX_ERROR_CHARS: usize = 2000;
 
+/// An error and its causes, `: `-joined, each cause once: one whose text the message already
+/// holds (an error that prints its source, as `cannot read {path}: {source}` does) is not
+/// repeated.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
 /// `text` cut to [`MAX_ERROR_CHARS`] characters, saying how much was cut, with credentials in
 /// any URL in it redacted (an HTTP client's error names the URL it failed on).
 pub fn cap_text(text: &str) -> String {
@@ -381,6 +398,24 @@ impl Serialize for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot read {path}: {source}")]
+        struct Read {
+            path: &'static str,
+            source: std::io::Error,
+        }
+        let io = || std::io::Error::new(std::io::ErrorKind::NotFound, "not found");
+        let e = anyhow::Error::new(Read {
+            path: "p.md",
+            source: io(),
+        });
+        assert_eq!(error_chain(e.as_ref()), "cannot read p.md: not found");
+        let e = anyhow::Error::new(io()).context("loading prompts");
+        assert_eq!(error_chain(e.as_ref()), "loading prompts: not found");
+    }
 
     #[test]
     fn shards_split_restaurants_exactly_once_and_parse_strictly() {

@@ -23,8 +23,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("error: {e:#}");
+            let e = palate::domain::error_chain(e.as_ref());
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
             ExitCode::from(exit::ERROR)
         }
     }

@@ -46,7 +46,10 @@ async fn settle(
             Ok(status.exit_code())
         }
         Err(e) => {
-            if let Err(db) = store.fail_run(run_id, format!("{e:#}")).await {
+            if let Err(db) = store
+                .fail_run(run_id, crate::domain::error_chain(e.as_ref()))
+                .await
+            {
                 tracing::error!(error = %db, run_id, "cannot mark the run failed");
             }
             Err(e)

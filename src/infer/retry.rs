@@ -4,7 +4,7 @@
 use tokio::time::Duration;
 
 use super::InferError;
-use crate::domain::{cap_text, ErrorClass};
+use crate::domain::{cap_text, error_chain, ErrorClass};
 
 /// Longest `Retry-After` honoured; a server asking for more is treated as asking for this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
@@ -74,19 +74,6 @@ pub fn classify(e: reqwest::Error) -> InferError {
         None => ErrorClass::Transient,
     };
     InferError::new(class, cap_text(&error_chain(&e.without_url())))
-}
-
-/// An error and its causes, `: `-joined (reqwest's own message says only "error decoding
-/// response body" or "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(err) = source {
-        s.push_str(": ");
-        s.push_str(&err.to_string());
-        source = err.source();
-    }
-    s
 }
 
 /// The error an answer with status `status` (not a success) and body `body` stands for. The
