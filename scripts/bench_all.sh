@@ -13,6 +13,7 @@ cargo build --release --locked --quiet ${QDRANT_URL:+--features qdrant}
 target/release/palate bench selection --json "$OUT/selection.json" ${QDRANT_URL:+--qdrant "$QDRANT_URL"} > /dev/null
 scripts/bench_embed.sh > "$OUT/embed.txt"
 scripts/bench_cost.sh 1000 10000 > "$OUT/cost.txt"
+RUNS=1 REVIEWS=10 scripts/bench_cost.sh 1000 10000 100000 > "$OUT/cost-scale.txt"
 # palate analyze of a restaurant whose results are current (the calibration's llama-server run).
 restaurant=$(python3 -c "import sqlite3; print(sqlite3.connect('$OUT/calib-llama.db').execute('select restaurant_id from current_results limit 1').fetchone()[0])")
 for _ in 1 2 3; do

@@ -46,7 +46,7 @@ kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 # 3. The same job against the simulator with the fitted profile, from a copy of the database
 #    before step 1's analyses (its reviews and vectors; --force analyses them again).
 sim_port=$(port)
-$bin bench serve --profile "$OUT/profile-fitted.toml" --model $MODEL --addr "127.0.0.1:$sim_port" > "$OUT/sim.log" 2>&1 &
+$bin bench serve --profile "$OUT/profile-fitted.toml" --replay-outputs --model $MODEL --addr "127.0.0.1:$sim_port" > "$OUT/sim.log" 2>&1 &
 pids+=($!)
 sleep 1
 echo "== the demo job against the fitted simulator" >&2

@@ -1,7 +1,7 @@
 """Renders docs/benchmarks.md from the results scripts/bench_all.sh leaves in out/bench/:
 calibration.json and calibration-check.json (scripts/bench_calibrate.sh), scheduling.jsonl
 (scripts/bench_scheduling.sh), selection.json (palate bench selection), embed.txt
-(scripts/bench_embed.sh), cost.txt (scripts/bench_cost.sh) and analyze.txt. Every figure that was
+(scripts/bench_embed.sh), cost.txt and cost-scale.txt (scripts/bench_cost.sh) and analyze.txt. Every figure that was
 repeated shows its mean and, in brackets, its range over the repeats.
 
     python3 scripts/bench_docs.py out/bench > docs/benchmarks.md
@@ -271,7 +271,13 @@ def main():
              "The full `palate run` path (selection, the real tokenizer, SQLite, metrics) against "
              "`palate bench serve --zero-cost` in a separate process, over a synthetic catalogue of "
              "40 reviews per restaurant; 3 runs per size (the first from an empty database, the "
-             "others `--force`). Targets: under 1 ms of CPU per request; RSS flat with the catalogue.")
+             "others `--force`). Targets: under 1 ms of CPU per request; RSS flat with the catalogue. "
+             "peak_rss_mb counts the database pages SQLite's memory map touched (file cache, up to "
+             "256 MiB); anon_mb is the process's own memory.")
+    verbatim("palate's own cost from 1,000 to 100,000 restaurants", "cost-scale.txt",
+             "RUNS=1 REVIEWS=10 scripts/bench_cost.sh 1000 10000 100000",
+             "The same path over catalogues of 10 reviews per restaurant (a 100,000-restaurant "
+             "catalogue of 40 would be a 9 GB database), one run from an empty database per size.")
     verbatim("`palate analyze` of a restaurant whose results are current", "analyze.txt",
              "/usr/bin/time -f '%e s %M KB' palate analyze RESTAURANT (3 times)",
              "Target: under 0.3 s and 100 MB.")

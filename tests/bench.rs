@@ -129,3 +129,51 @@ async fn calibration_recovers_a_known_cost_model() {
         c.tokens
     );
 }
+
+/// `--replay-outputs`: each kind's answers take the profile's lengths in order, in turn, as the
+/// real run's answers did (the calibration check's simulator run).
+#[tokio::test]
+async fn replayed_answers_take_the_listed_lengths_in_order() {
+    let outputs = palate::sim::OutputModel {
+        tokens: vec![3, 50, 7],
+        per_item: false,
+        invalid_rate: 0.0,
+        mask_ms: None,
+    };
+    let server = SimServer::start(SimConfig {
+        engine: EngineConfig {
+            latency: LatencyModel::constant(0.0),
+            kv_blocks: 0,
+            ..EngineConfig::default()
+        },
+        outputs: [("summary".to_string(), outputs)].into(),
+        replay_outputs: true,
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let mut lengths = Vec::new();
+    for _ in 0..4 {
+        let body = serde_json::json!({"model": "sim", "max_tokens": 400, "stream": true,
+            "stream_options": {"include_usage": true},
+            "messages": [{"role": "user", "content": "summarise"}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "summary",
+                "schema": {"type": "object", "properties": {"summary": {"type": "string"}},
+                           "required": ["summary"]}}}});
+        let text = (http.post(format!("{}/chat/completions", server.url)))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let usage = palate::infer::sse::events(text.as_bytes())
+            .iter()
+            .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
+            .find_map(|v| v["usage"]["completion_tokens"].as_u64());
+        lengths.push(usage.unwrap());
+    }
+    assert_eq!(lengths, [3, 50, 7, 3]);
+}

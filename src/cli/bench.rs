@@ -64,6 +64,11 @@ pub struct ServeArgs {
     /// Answers this many times the profile's lengths (the output length sweep).
     #[arg(long, default_value_t = 1.0)]
     pub output_scale: f64,
+    /// Answer lengths in the order the profile lists them (a real run's, as `bench calibrate
+    /// --outputs-from` writes them), each kind's in turn, rather than drawn at random: a
+    /// calibration check then compares the cost model on the same answers as the real run's.
+    #[arg(long)]
+    pub replay_outputs: bool,
     /// Model names served.
     #[arg(long = "model", default_value = "sim")]
     pub models: Vec<String>,

@@ -62,6 +62,7 @@ pub async fn bench_serve(a: &ServeArgs) -> anyhow::Result<u8> {
     let name = profile.name.clone();
     let cfg = crate::sim::SimConfig {
         models: a.models.clone(),
+        replay_outputs: a.replay_outputs,
         ..crate::sim::SimConfig::from_profile(profile)
     };
     let server = crate::sim::SimServer::start_at(cfg, &a.addr)

@@ -3,17 +3,16 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::Serialize;
 use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
+use super::body::Body;
 use super::retry::{self, RetryPolicy};
 use super::schedule::Scheduler;
 use super::stream::{self, Measured};
 use super::{ChatOutcome, ChatRequest, InferError, LlmClient, LlmConfig, ModelError, Reply};
 use crate::domain::{millis, now, ErrorClass, Kind, Secret};
 use crate::metrics::RequestMetrics;
-use crate::plan::Message;
 
 struct Endpoint {
     url: String,
@@ -37,39 +36,6 @@ pub struct OpenAiClient {
     send_priority: bool,
     retry: RetryPolicy,
     sched: Scheduler,
-}
-
-/// A chat completion request as vLLM reads it: OpenAI's fields plus `priority`.
-#[derive(Serialize)]
-struct Body<'a> {
-    model: &'a str,
-    messages: &'a [Message],
-    stream: bool,
-    stream_options: StreamOptions,
-    max_tokens: u32,
-    temperature: f32,
-    seed: u32,
-    response_format: ResponseFormat<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    priority: Option<i64>,
-}
-
-#[derive(Serialize)]
-struct StreamOptions {
-    include_usage: bool,
-}
-
-#[derive(Serialize)]
-struct ResponseFormat<'a> {
-    r#type: &'static str,
-    json_schema: JsonSchema<'a>,
-}
-
-#[derive(Serialize)]
-struct JsonSchema<'a> {
-    name: &'static str,
-    schema: &'a Value,
-    strict: bool,
 }
 
 /// Who an HTTP attempt was for and where it went: the identifying half of its metrics row.
@@ -268,29 +234,10 @@ impl OpenAiClient {
         serde_json::to_value(self.request_body(req, model)).unwrap_or_default()
     }
 
-    /// The body as it is serialised: borrowing the request's messages and schema, without
-    /// building a JSON tree first.
+    /// The body as it is serialised.
     fn request_body<'a>(&self, req: &'a ChatRequest, model: &'a str) -> Body<'a> {
-        Body {
-            model,
-            messages: &req.messages,
-            stream: true,
-            stream_options: StreamOptions {
-                include_usage: true,
-            },
-            max_tokens: req.max_tokens,
-            temperature: self.temperature(req),
-            seed: req.attempt,
-            response_format: ResponseFormat {
-                r#type: "json_schema",
-                json_schema: JsonSchema {
-                    name: req.kind.as_str(),
-                    schema: &req.schema,
-                    strict: true,
-                },
-            },
-            priority: self.send_priority.then(|| priority(req)),
-        }
+        let priority = self.send_priority.then(|| priority(req));
+        Body::new(req, model, self.temperature(req), priority)
     }
 
     /// One model: attempts until success, a non-transient error, or the attempts run out.

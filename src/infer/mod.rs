@@ -7,6 +7,7 @@
 //! while its errors are transient. A model that still fails hands the request to the next model
 //! of the job's fallback chain. Every HTTP attempt becomes one metrics row.
 
+mod body;
 mod client;
 mod config;
 pub mod retry;

@@ -243,10 +243,8 @@ fn answer(state: &State, body: &Value, n: u64, fault: Option<Fault>) -> Vec<Stri
     let format = &body["response_format"]["json_schema"];
     let schema = &format["schema"];
     let mut answer = content::instance(schema, state.cfg.faults.seed ^ n).to_string();
-    let model = format["name"]
-        .as_str()
-        .and_then(|k| state.cfg.outputs.get(k));
-    let (length, invalid) = match model {
+    let kind = format["name"].as_str().unwrap_or("");
+    let (length, invalid) = match state.cfg.outputs.get(kind) {
         Some(m) => {
             let mut rng = lock(&state.rng);
             let items = if m.per_item {
@@ -254,9 +252,18 @@ fn answer(state: &State, body: &Value, n: u64, fault: Option<Fault>) -> Vec<Stri
             } else {
                 1
             };
-            let length: usize = (0..items)
-                .map(|_| m.tokens[rng.usize(..m.tokens.len())] as usize)
-                .sum();
+            let next = |rng: &mut fastrand::Rng| {
+                let i = if state.cfg.replay_outputs {
+                    let mut replayed = lock(&state.replayed);
+                    let i = replayed.entry(kind.to_string()).or_insert(0);
+                    *i += 1;
+                    (*i - 1) % m.tokens.len()
+                } else {
+                    rng.usize(..m.tokens.len())
+                };
+                m.tokens[i] as usize
+            };
+            let length: usize = (0..items).map(|_| next(&mut rng)).sum();
             (Some(length), rng.f64() < m.invalid_rate)
         }
         None => (None, false),

@@ -42,6 +42,8 @@ pub struct SimConfig {
     /// Answer lengths and refusals by kind; a kind without one answers the schema's instance,
     /// always valid.
     pub outputs: BTreeMap<String, OutputModel>,
+    /// Each kind's lengths in the order listed, in turn, rather than drawn.
+    pub replay_outputs: bool,
 }
 
 impl Default for SimConfig {
@@ -53,6 +55,7 @@ impl Default for SimConfig {
             faults: FaultPlan::default(),
             tokens: TokenRates::default(),
             outputs: BTreeMap::new(),
+            replay_outputs: false,
         }
     }
 }
@@ -79,6 +82,8 @@ struct State {
     /// accepts and requests interleave.
     conn_rng: Mutex<fastrand::Rng>,
     injected: Mutex<BTreeMap<Fault, u64>>,
+    /// Under `replay_outputs`: the next length of each kind.
+    replayed: Mutex<BTreeMap<String, usize>>,
     close_connections: bool,
 }
 
@@ -122,6 +127,7 @@ impl SimServer {
             stats,
             requests: AtomicU64::new(0),
             injected: Mutex::new(BTreeMap::new()),
+            replayed: Mutex::new(BTreeMap::new()),
         });
         let stop = CancellationToken::new();
         tokio::spawn(http::accept(listener, Arc::clone(&state), stop.clone()));
