@@ -273,11 +273,12 @@ def main():
              "40 reviews per restaurant; 3 runs per size (the first from an empty database, the "
              "others `--force`). Targets: under 1 ms of CPU per request; RSS flat with the catalogue. "
              "peak_rss_mb counts the database pages SQLite's memory map touched (file cache, up to "
-             "256 MiB); anon_mb is the process's own memory.")
+             "256 MiB); anon_mb is the process's own memory, SQLite's page cache (capped at 64 MiB) "
+             "included.")
     verbatim("palate's own cost from 1,000 to 100,000 restaurants", "cost-scale.txt",
              "RUNS=1 REVIEWS=10 scripts/bench_cost.sh 1000 10000 100000",
              "The same path over catalogues of 10 reviews per restaurant (a 100,000-restaurant "
-             "catalogue of 40 would be a 9 GB database), one run from an empty database per size.")
+             "catalogue of 40 would be a database of about 11 GB), one run from an empty database per size.")
     verbatim("`palate analyze` of a restaurant whose results are current", "analyze.txt",
              "/usr/bin/time -f '%e s %M KB' palate analyze RESTAURANT (3 times)",
              "Target: under 0.3 s and 100 MB.")
