@@ -81,7 +81,8 @@ JSON schema (medians):
         k = json.loads(check)
         body += "\n\n**The check:** the demo job (`jobs/demo.toml`, 3 restaurants, with `repairs = 0`) " \
                 "against llama-server, then against the simulator with the fitted profile, from the same " \
-                "work database.\n\n" \
+                "work database; the simulator's answers take the fitting run's lengths in order " \
+                "(`bench serve --replay-outputs`).\n\n" \
                 "| | llama-server | fitted simulator | error |\n|---|---:|---:|---:|\n"
         for key, label in (("requests_per_s", "requests/s"), ("ttft_p50_ms", "TTFT p50, ms"),
                            ("ttft_p95_ms", "TTFT p95, ms")):
