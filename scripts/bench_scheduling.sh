@@ -6,6 +6,7 @@
 #   REPEATS=3 TIME_SCALE=0.25 RESTAURANTS=200 scripts/bench_scheduling.sh
 #   PHASES="open sweeps" OPEN_REPEATS=1 SWEEP_REPEATS=1 APPEND=1 scripts/bench_scheduling.sh
 #     some phases only (closed, open, sweeps), fewer repeats of the long ones, added to the file
+#     (SEED_OFFSET=2: a third open-loop repeat draws new arrivals rather than repeat 1's)
 # Closed loop: 64 restaurants at a time (palate), every request at once under a 256 semaphore
 # (naive). Open loop: Poisson arrivals at 70 % of the ceiling's restaurant rate. Sweeps (SJF,
 # closed loop, 100 restaurants): max_in_flight, sentiment batch, prompt length, output length.
@@ -81,11 +82,11 @@ c=[json.loads(l) for l in open('$res') if '\"tag\": \"ceiling\"' in l]
 print(round(0.7 * sum(x['requests_per_s'] for x in c) / len(c) / $per_restaurant, 3))")
 [[ $PHASES == *" open "* ]] && for r in $(seq 1 "$OPEN_REPEATS"); do
   echo "== repeat $r of $OPEN_REPEATS: open loop, $rate restaurants/s" >&2
-  serve; palate open --mode fifo --restaurants "$N" --arrival-rate "$rate" --seed "$r"
-  serve; palate open --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$r"
-  serve --priority; palate open --mode priority --restaurants "$N" --arrival-rate "$rate" --seed "$r"
-  scale=1 serve; naive open --concurrency 256 --arrival-rate "$rate" --seed "$r"
-  scale=1 serve; palate open-1x --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$r"
+  serve; palate open --mode fifo --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
+  serve; palate open --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
+  serve --priority; palate open --mode priority --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
+  scale=1 serve; naive open --concurrency 256 --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
+  scale=1 serve; palate open-1x --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
 done
 half=$((N / 2))
 [[ $PHASES == *" sweeps "* ]] && for r in $(seq 1 "$SWEEP_REPEATS"); do
