@@ -72,11 +72,6 @@ impl Decoder {
         }
         None
     }
-
-    /// Bytes held: the undecoded rest and the event being read.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.start + self.data.len()
-    }
 }
 
 /// Every event's data in a whole body, as text (invalid UTF-8 replaced).
@@ -129,6 +124,7 @@ data: 2}\nid: 7\n\ndata\n\ndatum: no\n\ndata: [DONE]\n\n";
         }
         d.push(b"data: part");
         assert_eq!(d.next_event(), None);
-        assert!(d.pending() < 64, "{}", d.pending());
+        let held = d.buf.len() - d.start + d.data.len();
+        assert!(held < 64, "{held}");
     }
 }

@@ -39,7 +39,7 @@ pub async fn fan_out<T, O, F, Fut>(
             Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let (task, outcome) = match done {
                     Ok((task, Ok(v))) => (task, Ok(v)),
-                    Ok((task, Err(e))) => (task, Err(format!("{e:#}"))),
+                    Ok((task, Err(e))) => (task, Err(crate::domain::error_chain(anyhow::Error::as_ref(&e)))),
                     Err(e) => (e.id(), Err(panic_text(e))),
                 };
                 on_done(ids.remove(&task).unwrap_or_default(), outcome);
