@@ -313,6 +313,9 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
                 parallel, context, ..
             } => format!("decode x{parallel} (context {context})"),
             Point::Prefill { tokens, .. } => format!("prefill {tokens} tokens"),
+            Point::Mixed {
+                tokens, decoding, ..
+            } => format!("prefill {tokens} beside {decoding} decoding"),
         };
         let o = p.observed();
         println!(
@@ -323,7 +326,8 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
     let m = &c.profile.engine.latency;
     println!(
         "fit: mean |error| {:.1} %, max {:.1} %\nstep {:.3} ms + {:.4} ms/seq + max({:.4} ms/token + {:.5} us/attention pair, \
-{:.3} ms weights + {:.5} us/context token); grammar {:.1} ms per request, mask {:.3} ms per token",
+{:.3} ms weights + {:.5} us/context token) + {:.4} us/token per further sequence; grammar {:.1} ms per request, \
+mask {:.3} ms per token",
         100.0 * c.fit.mean_abs_error,
         100.0 * c.fit.max_abs_error,
         m.step_ms,
@@ -332,6 +336,7 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
         m.attention_us,
         m.weights_ms,
         m.kv_token_us,
+        m.mix_us,
         c.grammar_ms,
         c.mask_ms
     );
@@ -344,5 +349,12 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
     println!(
         "tokens: {:.2} ASCII characters per token, {:.2} tokens per Hangul character",
         c.tokens.ascii_chars_per_token, c.tokens.tokens_per_other_char
+    );
+    println!(
+        "prompt reuse: {}",
+        match c.prefix_cache {
+            crate::sim::PrefixCacheKind::Slots => "llama.cpp's slots (each keeps its last prompt)",
+            crate::sim::PrefixCacheKind::Shared => "a prefix cache every request shares (vLLM)",
+        }
     );
 }

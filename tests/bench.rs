@@ -3,8 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is the failure report
 
 use palate::bench::calibrate::{calibrate, CalibrateSpec};
+use palate::bench::fit::Point;
 use palate::bench::{Mode, ModeSpec, WorkloadSpec};
-use palate::sim::{EngineConfig, LatencyModel, Profile, SimConfig, SimServer};
+use palate::sim::{EngineConfig, LatencyModel, PrefixCacheKind, Profile, SimConfig, SimServer};
 
 mod common;
 
@@ -106,6 +107,7 @@ async fn calibration_recovers_a_known_cost_model() {
         parallel: vec![1, 4, 16],
         decode_contexts: vec![16, 1000],
         prompt_tokens: vec![32, 512, 2048, 6000],
+        mixed_prompts: vec![100, 400],
         output_tokens: 24,
         rounds: 2,
         max_num_seqs: 64,
@@ -118,6 +120,14 @@ async fn calibration_recovers_a_known_cost_model() {
     .await
     .unwrap();
     assert!(c.fit.mean_abs_error < 0.15, "{:?}", c.fit);
+    assert!(
+        c.points
+            .iter()
+            .any(|(p, _)| matches!(p, Point::Mixed { .. })),
+        "a mixed point"
+    );
+    // A vLLM-like server: one prefix cache every request shares, not llama.cpp's slots.
+    assert_eq!(c.profile.engine.prefix_cache, PrefixCacheKind::Shared);
     let m = c.profile.engine.latency;
     // The memory-bound side: a batch-1 decode step at short context, within 15 %.
     let step1 = |m: &LatencyModel| m.step_ms + m.seq_ms + m.weights_ms;

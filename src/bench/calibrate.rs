@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use super::fit::{self, Fit, Point};
 use super::probe::Server;
 use crate::metrics::percentile;
-use crate::sim::{EngineConfig, Profile, TokenRates};
+use crate::sim::{EngineConfig, PrefixCacheKind, Profile, TokenRates};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrateSpec {
@@ -25,6 +25,8 @@ pub struct CalibrateSpec {
     /// Prompt lengths (words) of the decode sweep: decode slows as context grows.
     pub decode_contexts: Vec<usize>,
     pub prompt_tokens: Vec<usize>,
+    /// Prompt lengths (words) sent while other sequences decode (the mixed points).
+    pub mixed_prompts: Vec<usize>,
     pub output_tokens: usize,
     pub rounds: usize,
     /// The server's limits, written into the profile: sequences (llama.cpp `--parallel`),
@@ -49,6 +51,7 @@ pub struct Calibration {
     /// By kind: medians without and with the schema.
     pub grammar: BTreeMap<String, GrammarCost>,
     pub tokens: TokenRates,
+    pub prefix_cache: PrefixCacheKind,
     pub profile: Profile,
 }
 
@@ -104,11 +107,13 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
         .context("the server does not answer")?;
     let mut points = decode_points(&server, &spec, &mut rng).await?;
     points.extend(prefill_points(&server, &spec, &mut rng).await?);
+    points.extend(mixed_points(&server, &spec, &mut rng).await?);
     let costs = grammar(&server, &spec, &mut rng).await?;
     let n = costs.len().max(1) as f64;
     let grammar_ms = costs.values().map(GrammarCost::compile_ms).sum::<f64>() / n;
     let mask_ms = costs.values().map(GrammarCost::mask_ms).sum::<f64>() / n;
     let tokens = token_rates(&server, &spec).await?;
+    let prefix_cache = prefix_cache(&server).await;
     let fit = fit::fit(&points);
     let mut latency = fit.model;
     latency.grammar_ms = grammar_ms;
@@ -120,7 +125,8 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
     for (kind, o) in &mut outputs {
         o.mask_ms = costs.get(kind).map(GrammarCost::mask_ms);
     }
-    let profile = fitted_profile(&spec, &fit, latency, points.len(), tokens, outputs);
+    let mut profile = fitted_profile(&spec, &fit, latency, points.len(), tokens, outputs);
+    profile.engine.prefix_cache = prefix_cache;
     let points = points.iter().map(|p| (*p, p.predicted(&latency))).collect();
     Ok(Calibration {
         spec,
@@ -130,6 +136,7 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
         mask_ms,
         grammar: costs,
         tokens,
+        prefix_cache,
         profile,
     })
 }
@@ -161,11 +168,29 @@ fn fitted_profile(
             block_size: 16,
             kv_blocks: blocks,
             cache_blocks: blocks,
+            prefix_cache: PrefixCacheKind::Shared,
             priority_scheduling: false,
             time_scale: 1.0,
         },
         tokens,
         outputs,
+    }
+}
+
+/// How the server reuses prompts: llama.cpp's server (its `/v1/models` says `owned_by:
+/// llamacpp`) keeps one prompt per slot, vLLM a prefix cache every request shares.
+async fn prefix_cache(s: &Server) -> PrefixCacheKind {
+    let models = async {
+        let r = s.http.get(format!("{}/models", s.url)).send().await.ok()?;
+        r.json::<Value>().await.ok()
+    };
+    let llama_cpp = models.await.is_some_and(|m| {
+        (m["data"].as_array().into_iter().flatten()).any(|m| m["owned_by"] == "llamacpp")
+    });
+    if llama_cpp {
+        PrefixCacheKind::Slots
+    } else {
+        PrefixCacheKind::Shared
     }
 }
 
@@ -226,6 +251,53 @@ async fn prefill_points(
         points.push(Point::Prefill {
             tokens,
             chunk: spec.max_num_batched_tokens,
+            ttft_ms,
+        });
+    }
+    Ok(points)
+}
+
+/// For each prompt length, `rounds` times: the prompt sent once every one of `max_num_seqs − 1`
+/// short requests is decoding (their first tokens are in), so that its prefill shares a step
+/// with their decode; the prompt's time to first token.
+async fn mixed_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let decoding = spec.max_num_seqs.saturating_sub(1).min(3);
+    let mut points = Vec::new();
+    if decoding == 0 {
+        return Ok(points);
+    }
+    for &n in &spec.mixed_prompts {
+        let (mut ttfts, mut tokens, mut context) = (Vec::new(), 0, 0);
+        for _ in 0..spec.rounds {
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..decoding)
+                .map(|_| tokio::sync::oneshot::channel())
+                .unzip();
+            let decoders = futures::future::try_join_all(txs.into_iter().map(|tx| {
+                let prompt = json!([{"role": "user", "content": words(16, rng)}]);
+                s.streamed(prompt, 24, true, None, Some(tx))
+            }));
+            let prompt = words(n, rng);
+            let probe = async {
+                for rx in rxs {
+                    let _ = rx.await;
+                }
+                s.chat(&prompt, 1, false, None).await
+            };
+            let (decoded, o) = futures::future::try_join(decoders, probe).await?;
+            ttfts.push(o.ttft_ms);
+            tokens = o.prompt_tokens.max(1);
+            context = decoded.iter().map(|d| d.prompt_tokens).max().unwrap_or(0) + 4;
+        }
+        let ttft_ms = percentile(&ttfts, 50.0).context("no mixed timing came back")?;
+        tracing::info!(tokens, decoding, ttft_ms, "mixed");
+        points.push(Point::Mixed {
+            tokens,
+            decoding,
+            context,
             ttft_ms,
         });
     }

@@ -21,13 +21,22 @@ pub enum Point {
         chunk: usize,
         ttft_ms: f64,
     },
+    /// One prompt of `tokens` (at most a chunk) sent while `decoding` sequences decode with
+    /// `context` tokens each: its time to first token, one step of all of them after waiting
+    /// out, on average, half a decode step.
+    Mixed {
+        tokens: usize,
+        decoding: usize,
+        context: usize,
+        ttft_ms: f64,
+    },
 }
 
 impl Point {
     pub fn observed(&self) -> f64 {
         match *self {
             Point::Decode { tpot_ms, .. } => tpot_ms,
-            Point::Prefill { ttft_ms, .. } => ttft_ms,
+            Point::Prefill { ttft_ms, .. } | Point::Mixed { ttft_ms, .. } => ttft_ms,
         }
     }
 
@@ -36,13 +45,7 @@ impl Point {
         match *self {
             Point::Decode {
                 parallel, context, ..
-            } => m.step(&StepLoad {
-                decoding: parallel,
-                running: parallel,
-                context: parallel * context,
-                pairs: parallel * context,
-                ..Default::default()
-            }),
+            } => decode_step(m, parallel, context),
             Point::Prefill { tokens, chunk, .. } => {
                 let chunk = chunk.max(1);
                 (0..tokens.div_ceil(chunk))
@@ -51,18 +54,48 @@ impl Point {
                         m.step(&StepLoad {
                             prefill: t,
                             running: 1,
+                            sequences: 1,
                             pairs: pairs(i * chunk, t),
                             ..Default::default()
                         })
                     })
                     .sum()
             }
+            Point::Mixed {
+                tokens,
+                decoding,
+                context,
+                ..
+            } => {
+                let step = m.step(&StepLoad {
+                    prefill: tokens,
+                    decoding,
+                    running: decoding + 1,
+                    sequences: decoding + 1,
+                    context: decoding * context,
+                    pairs: pairs(0, tokens) + decoding * context,
+                    ..Default::default()
+                });
+                decode_step(m, decoding, context) / 2.0 + step
+            }
         }
     }
 }
 
+/// One step of `parallel` sequences decoding with `context` tokens each.
+fn decode_step(m: &LatencyModel, parallel: usize, context: usize) -> f64 {
+    m.step(&StepLoad {
+        decoding: parallel,
+        running: parallel,
+        sequences: parallel,
+        context: parallel * context,
+        pairs: parallel * context,
+        ..Default::default()
+    })
+}
+
 /// The search vector: square roots of step_ms, seq_ms, token_ms, weights_ms, kv_token_us,
-/// attention_us (each figure stays at least 0, and can reach 0).
+/// attention_us, mix_us (each figure stays at least 0, and can reach 0).
 fn model(x: &[f64]) -> LatencyModel {
     LatencyModel {
         step_ms: x[0] * x[0],
@@ -71,6 +104,7 @@ fn model(x: &[f64]) -> LatencyModel {
         weights_ms: x[3] * x[3],
         kv_token_us: x[4] * x[4],
         attention_us: x[5] * x[5],
+        mix_us: x.get(6).map_or(0.0, |v| v * v),
         ..LatencyModel::constant(0.0)
     }
 }
@@ -108,10 +142,17 @@ pub fn fit(points: &[Point]) -> Fit {
         decode1 * 0.8,
         0.01,
         0.01,
+        0.01,
     ]
     .map(f64::sqrt);
+    // mix_us only where mixed points can tell it apart.
+    let dims = if (points.iter()).any(|p| matches!(p, Point::Mixed { .. })) {
+        7
+    } else {
+        6
+    };
     let f = |x: &[f64]| loss(&model(x), points);
-    let mut best = start.to_vec();
+    let mut best = start[..dims].to_vec();
     for _ in 0..6 {
         best = nelder_mead(&f, &best, 3000);
     }
@@ -218,6 +259,71 @@ mod tests {
         let f = fit(&points);
         assert!(f.max_abs_error < 0.02, "{f:?}");
         assert!((f.model.token_ms - 1.2).abs() < 0.05, "{f:?}");
+    }
+
+    #[test]
+    fn mixed_points_recover_what_a_step_of_several_sequences_costs() {
+        let truth = LatencyModel {
+            step_ms: 8.0,
+            seq_ms: 12.0,
+            token_ms: 5.0,
+            kv_token_us: 12.0,
+            attention_us: 2.0,
+            mix_us: 500.0,
+            ..LatencyModel::constant(0.0)
+        };
+        let observed = |p: Point| match p {
+            Point::Decode {
+                parallel, context, ..
+            } => Point::Decode {
+                parallel,
+                context,
+                tpot_ms: p.predicted(&truth),
+            },
+            Point::Prefill { tokens, chunk, .. } => Point::Prefill {
+                tokens,
+                chunk,
+                ttft_ms: p.predicted(&truth),
+            },
+            Point::Mixed {
+                tokens,
+                decoding,
+                context,
+                ..
+            } => Point::Mixed {
+                tokens,
+                decoding,
+                context,
+                ttft_ms: p.predicted(&truth),
+            },
+        };
+        let mut points = Vec::new();
+        for (parallel, context) in [(1, 100), (2, 100), (4, 100), (1, 1100), (4, 1100)] {
+            points.push(observed(Point::Decode {
+                parallel,
+                context,
+                tpot_ms: 0.0,
+            }));
+        }
+        for tokens in [74, 172, 572, 1107] {
+            points.push(observed(Point::Prefill {
+                tokens,
+                chunk: 2048,
+                ttft_ms: 0.0,
+            }));
+        }
+        for tokens in [146, 438] {
+            points.push(observed(Point::Mixed {
+                tokens,
+                decoding: 3,
+                context: 150,
+                ttft_ms: 0.0,
+            }));
+        }
+        let f = fit(&points);
+        // The host and weight figures trade off against each other; mix_us is pinned down.
+        assert!(f.mean_abs_error < 0.02 && f.max_abs_error < 0.05, "{f:?}");
+        assert!((f.model.mix_us - 500.0).abs() < 50.0, "{f:?}");
     }
 
     #[test]

@@ -121,6 +121,19 @@ impl Server {
         ignore_eos: bool,
         schema: Option<&Value>,
     ) -> anyhow::Result<Sample> {
+        self.streamed(messages, max_tokens, ignore_eos, schema, None)
+            .await
+    }
+
+    /// As [`Server::messages`], telling `first` when the first token arrives.
+    pub async fn streamed(
+        &self,
+        messages: Value,
+        max_tokens: usize,
+        ignore_eos: bool,
+        schema: Option<&Value>,
+        mut first: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> anyhow::Result<Sample> {
         let mut body = json!({"model": self.model, "stream": true,
             "stream_options": {"include_usage": true}, "max_tokens": max_tokens,
             "temperature": 0.0, "messages": messages});
@@ -148,6 +161,7 @@ impl Server {
                 let content = v["choices"][0]["delta"]["content"].as_str();
                 if s.ttft_ms == 0.0 && content.is_some_and(|c| !c.is_empty()) {
                     s.ttft_ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    first.take().map(|tx| tx.send(()));
                 }
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;

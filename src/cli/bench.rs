@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// calibration check then compares the cost model on the same answers as the real run's.
     #[arg(long)]
     pub replay_outputs: bool,
+    /// Answer lengths and refusals from this work database's last run instead of the
+    /// profile's (each repeat of a calibration check replays its own real run).
+    #[arg(long)]
+    pub outputs_from: Option<PathBuf>,
+    /// That run's reviews per sentiment request (to turn its lengths into lengths per review).
+    #[arg(long, default_value_t = 1)]
+    pub reviews_per_sentiment: u32,
     /// Model names served.
     #[arg(long = "model", default_value = "sim")]
     pub models: Vec<String>,
@@ -184,6 +191,10 @@ pub struct CalibrateArgs {
     /// Prompt lengths of the prefill sweep (words; the server's count is used).
     #[arg(long, value_delimiter = ',', default_value = "32,128,512,1024,2048")]
     pub prompts: Vec<usize>,
+    /// Prompt lengths (words) each sent while `--max-num-seqs` − 1 (at most 3) short requests
+    /// decode: what a step of several sequences costs (empty: none).
+    #[arg(long, value_delimiter = ',', default_value = "100,400")]
+    pub mixed_prompts: Vec<usize>,
     /// Output tokens of each decode request.
     #[arg(long, default_value_t = 64)]
     pub output_tokens: usize,

@@ -54,6 +54,13 @@ pub async fn bench_serve(a: &ServeArgs) -> anyhow::Result<u8> {
         a.output_scale > 0.0 && e.time_scale > 0.0,
         "--output-scale and --time-scale must be above 0"
     );
+    if let Some(db) = &a.outputs_from {
+        let mut outputs = crate::sim::profile::outputs_from_run(db, None, a.reviews_per_sentiment)?;
+        for (kind, o) in &mut outputs {
+            o.mask_ms = profile.outputs.get(kind).and_then(|p| p.mask_ms);
+        }
+        profile.outputs = outputs;
+    }
     for o in profile.outputs.values_mut() {
         for t in &mut o.tokens {
             *t = ((f64::from(*t) * a.output_scale).round() as u32).max(1);
@@ -247,6 +254,7 @@ pub async fn bench_calibrate(a: &CalibrateArgs) -> anyhow::Result<u8> {
         parallel: a.parallel.clone(),
         decode_contexts: a.decode_contexts.clone(),
         prompt_tokens: a.prompts.clone(),
+        mixed_prompts: a.mixed_prompts.clone(),
         output_tokens: a.output_tokens,
         rounds: a.rounds.max(1),
         max_num_seqs: a.max_num_seqs,

@@ -5,8 +5,12 @@
 //! per step (scheduling, sampling, launching) and a part per running sequence, and a constrained
 //! sequence adds its grammar's token mask:
 //!
-//! `step = step_ms + seq_ms·running + Σ masks
+//! `step = step_ms + seq_ms·running + Σ masks + mix_us/1000·tokens·(sequences − 1)
 //!         + max(token_ms·tokens + attention_us/1000·pairs, weights_ms + kv_token_us/1000·Σ context)`
+//!
+//! `mix_us` is what a step of several sequences costs beyond its tokens: 0 for vLLM on a GPU, but
+//! llama.cpp on 2 CPU cores took 1,077 ms for one 146-token prompt beside 3 decoding sequences,
+//! where the prompt alone would take about 780 (the calibration's mixed points measure it).
 //!
 //! The arithmetic grows with context too: `attention_us` per (token, earlier token) pair the step
 //! attends over, which matters on a CPU server and for long prompts.
@@ -44,6 +48,9 @@ pub struct LatencyModel {
     /// may set its own per kind: a strict schema costs more than free text).
     #[serde(default)]
     pub mask_ms: f64,
+    /// Per token in a step, per sequence in it beyond the first, µs.
+    #[serde(default)]
+    pub mix_us: f64,
 }
 
 /// What a step computes.
@@ -55,6 +62,8 @@ pub struct StepLoad {
     pub decoding: usize,
     /// Sequences in the running set.
     pub running: usize,
+    /// Sequences with tokens in the step (decoding, or a prefill chunk).
+    pub sequences: usize,
     /// The token masks of the decoding sequences under a grammar, ms in all.
     pub mask_ms: f64,
     /// Tokens of context the decoding sequences read.
@@ -81,6 +90,7 @@ impl LatencyModel {
             kv_token_us: 0.0,
             grammar_ms: 0.0,
             mask_ms: 0.0,
+            mix_us: 0.0,
         }
     }
 
@@ -89,7 +99,9 @@ impl LatencyModel {
         let compute = self.token_ms * (l.prefill + l.decoding) as f64
             + self.attention_us / 1000.0 * l.pairs as f64;
         let memory = self.weights_ms + self.kv_token_us / 1000.0 * l.context as f64;
-        self.step_ms + self.seq_ms * l.running as f64 + l.mask_ms + compute.max(memory)
+        let tokens = (l.prefill + l.decoding) as f64;
+        let mix = self.mix_us / 1000.0 * tokens * l.sequences.saturating_sub(1) as f64;
+        self.step_ms + self.seq_ms * l.running as f64 + l.mask_ms + mix + compute.max(memory)
     }
 
     /// Every figure finite and at least 0.
@@ -103,6 +115,7 @@ impl LatencyModel {
             ("kv_token_us", self.kv_token_us),
             ("grammar_ms", self.grammar_ms),
             ("mask_ms", self.mask_ms),
+            ("mix_us", self.mix_us),
         ];
         for (name, v) in all {
             anyhow::ensure!(
@@ -128,6 +141,7 @@ mod tests {
             kv_token_us: 0.02,
             grammar_ms: 0.0,
             mask_ms: 0.05,
+            mix_us: 0.0,
         }
     }
 
@@ -161,6 +175,7 @@ mod tests {
             mask_ms: 10.0 * 0.05,
             context: 10 * 300,
             pairs: 0,
+            sequences: 11,
         });
         // 1 + 0.11 + 0.5 + max(0.04·4010, 6 + 0.06)
         assert!((t - (1.61 + 160.4)).abs() < 1e-9, "{t}");
@@ -192,5 +207,29 @@ mod tests {
         let mut m = model();
         m.kv_token_us = -1.0;
         assert!(m.check().unwrap_err().to_string().contains("kv_token_us"));
+    }
+
+    #[test]
+    fn a_step_of_several_sequences_costs_more_per_token_with_mix() {
+        let m = LatencyModel {
+            token_ms: 1.0,
+            mix_us: 500.0,
+            ..LatencyModel::constant(0.0)
+        };
+        let alone = StepLoad {
+            prefill: 100,
+            running: 1,
+            sequences: 1,
+            ..Default::default()
+        };
+        let mixed = StepLoad {
+            decoding: 3,
+            running: 4,
+            sequences: 4,
+            ..alone
+        };
+        assert_eq!(m.step(&alone), 100.0);
+        // 103 tokens, and 0.5 ms for each of them for each of the 3 other sequences.
+        assert!((m.step(&mixed) - (103.0 + 0.5 * 103.0 * 3.0)).abs() < 1e-9);
     }
 }

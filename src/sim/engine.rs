@@ -5,7 +5,8 @@
 //! preempts running sequences (the last admitted, or under priority scheduling the lowest
 //! priority), which go back to the front of the queue and recompute. A step takes the time of
 //! [`LatencyModel::step`]. A prefix cache keyed on chained block hashes ([`block_hashes`]) lets a
-//! prompt skip the blocks an earlier prompt already computed.
+//! prompt skip the blocks an earlier prompt already computed; or, as in llama.cpp's server, each
+//! of `max_num_seqs` slots keeps the last prompt it ran ([`Slots`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ pub use super::prefix_cache::block_hashes;
 use super::prefix_cache::PrefixCache;
 use super::seq::{ms, Seq};
 pub use super::seq::{Done, Event, NewSeq};
+use super::slots::Slots;
 pub use super::stats::{EngineStats, Histogram};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +39,9 @@ pub struct EngineConfig {
     pub kv_blocks: usize,
     /// Blocks the prefix cache keeps (least recently used go first); 0 turns caching off.
     pub cache_blocks: usize,
+    /// How prompts are reused: vLLM's shared prefix cache, or llama.cpp's slots.
+    #[serde(default)]
+    pub prefix_cache: PrefixCacheKind,
     /// Waiting queue ordered by the request's `priority` (lower first), else first come first served.
     #[serde(default)]
     pub priority_scheduling: bool,
@@ -44,6 +49,19 @@ pub struct EngineConfig {
     /// Every timing the server reports is in simulated time.
     #[serde(default = "one")]
     pub time_scale: f64,
+}
+
+/// Where the engine finds a prompt's prefix already computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixCacheKind {
+    /// vLLM: one cache of `cache_blocks` blocks that every request shares.
+    #[default]
+    Shared,
+    /// llama.cpp's server: each of `max_num_seqs` slots keeps its last prompt, and the prompts
+    /// slots gave up wait in a host-memory cache of `cache_blocks` blocks' worth of tokens
+    /// ([`Slots`]).
+    Slots,
 }
 
 fn one() -> f64 {
@@ -95,6 +113,8 @@ pub async fn run(
 struct Engine {
     cfg: EngineConfig,
     cache: PrefixCache,
+    /// llama.cpp's slots, in place of `cache`.
+    slots: Option<Slots>,
     kv: KvPool,
     waiting: VecDeque<Seq>,
     running: Vec<Seq>,
@@ -124,8 +144,11 @@ impl Engine {
         } else {
             1.0
         };
+        let slots = (cfg.prefix_cache == PrefixCacheKind::Slots)
+            .then(|| Slots::new(cfg.max_num_seqs, cfg.cache_blocks * cfg.block_size));
         Self {
-            cache: PrefixCache::new(cfg.cache_blocks),
+            cache: PrefixCache::new(if slots.is_some() { 0 } else { cfg.cache_blocks }),
+            slots,
             kv: KvPool::new(cfg.kv_blocks),
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -147,13 +170,11 @@ impl Engine {
         self.arrivals += 1;
         let blocks = block_hashes(&s.prompt, self.cfg.block_size);
         let grammar = Duration::from_secs_f64(self.cfg.latency.grammar_ms * self.scale / 1000.0);
-        self.waiting.push_back(Seq::new(
-            s,
-            blocks,
-            self.arrivals,
-            grammar,
-            self.cfg.latency.mask_ms,
-        ));
+        let mut seq = Seq::new(s, blocks, self.arrivals, grammar, self.cfg.latency.mask_ms);
+        if self.slots.is_none() {
+            seq.prompt = Vec::new(); // only slots compare tokens; the shared cache has the hashes
+        }
+        self.waiting.push_back(seq);
     }
 
     /// One step: schedule, take the step's time, then emit a token for every prefilled sequence
@@ -212,6 +233,7 @@ impl Engine {
             batch.load.mask_ms += s.mask_ms;
         }
         batch.load.decoding = decoding.len();
+        batch.load.sequences = decoding.len();
         batch.budget = self
             .cfg
             .max_num_batched_tokens
@@ -251,6 +273,7 @@ impl Engine {
             };
             let mut s = self.running.remove(victim);
             self.kv.release(&s.blocks, s.held);
+            release_slot(&mut self.slots, &mut s);
             s.preempt();
             batch.preempted += 1;
             self.waiting.push_front(s);
@@ -277,6 +300,7 @@ impl Engine {
         batch.load.pairs += pairs(s.context(), t);
         s.computed += t;
         batch.load.prefill += t;
+        batch.load.sequences += 1;
         batch.budget -= t;
         true
     }
@@ -296,8 +320,13 @@ impl Engine {
             let Some(mut s) = self.waiting.remove(i) else {
                 break;
             };
-            // At least one token is always computed, as in vLLM.
-            s.cached = (self.cache.hits(&s.blocks) * self.cfg.block_size).min(s.prompt_len - 1);
+            let slot = self.slots.as_ref().and_then(|sl| sl.choose(&s.prompt));
+            let cached = match slot {
+                Some((_, held)) => held,
+                None => self.cache.hits(&s.blocks) * self.cfg.block_size,
+            };
+            // At least one token is always computed, as in vLLM and llama.cpp.
+            s.cached = cached.min(s.prompt_len - 1);
             let start = Held::of(s.cached, s.blocks.len(), self.cfg.block_size);
             if self.kv.cost(&s.blocks, Held::default(), start) > self.kv.free() {
                 self.waiting.insert(i, s);
@@ -319,6 +348,11 @@ impl Engine {
                 s.held = Held::default();
                 self.waiting.insert(i, s);
                 break;
+            }
+            if let (Some(slots), Some((n, _))) = (&mut self.slots, slot) {
+                let s = &mut self.running[last];
+                slots.take(n, &s.prompt);
+                s.slot = Some(n);
             }
         }
     }
@@ -357,14 +391,16 @@ impl Engine {
     fn finish(&mut self, now: Instant, st: &mut EngineStats) {
         let scale = self.scale;
         let kv = &mut self.kv;
-        self.running.retain(|s| {
+        let slots = &mut self.slots;
+        self.running.retain_mut(|s| {
+            if s.emitted < s.target() {
+                return true;
+            }
+            release_slot(slots, s);
             if s.emitted == usize::MAX {
                 kv.release(&s.blocks, s.held);
                 st.aborted += 1;
                 return false;
-            }
-            if s.emitted < s.target() {
-                return true;
             }
             kv.release(&s.blocks, s.held);
             let done = s.done(now, scale);
@@ -372,6 +408,13 @@ impl Engine {
             let _ = s.tx.send(Event::Done(done));
             false
         });
+    }
+}
+
+/// Gives back the llama.cpp slot `s` ran in, if it had one.
+fn release_slot(slots: &mut Option<Slots>, s: &mut Seq) {
+    if let (Some(slots), Some(i)) = (slots, s.slot.take()) {
+        slots.release(i);
     }
 }
 
@@ -398,6 +441,7 @@ mod tests {
             block_size: 16,
             kv_blocks,
             cache_blocks: 0,
+            prefix_cache: PrefixCacheKind::Shared,
             priority_scheduling: priority,
             time_scale: 1.0,
         })
@@ -512,5 +556,54 @@ mod tests {
         // 19 decode steps of 1 + 5 + ~0.02-0.04 ms vs 1 + 5 + ~4 ms.
         assert!(short.decode_ms < 130.0, "{}", short.decode_ms);
         assert!(long.decode_ms > 180.0, "{}", long.decode_ms);
+    }
+
+    /// A prompt of a 40-token shared instruction and 10 tokens of its own, one after another.
+    fn sentiment(e: &mut Engine, own: u32) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        e.admit(NewSeq {
+            prompt: (0..40).chain(own..own + 10).collect(),
+            output: vec!["x".into(); 2],
+            max_tokens: 2,
+            priority: 0,
+            constrained: false,
+            mask_ms: None,
+            tx,
+        });
+        rx
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn llama_cpp_slots_reuse_what_the_slot_or_the_prompt_cache_holds() {
+        let stats = Mutex::new(EngineStats::default());
+        let slots = |max_num_seqs, cache_blocks| {
+            Engine::new(EngineConfig {
+                max_num_seqs,
+                cache_blocks,
+                prefix_cache: PrefixCacheKind::Slots,
+                ..engine(0, false).cfg
+            })
+        };
+        let mut e = slots(2, 0);
+        let mut cached = Vec::new();
+        for own in [100, 200] {
+            let mut rx = sentiment(&mut e, own);
+            drain(&mut e, &stats).await;
+            cached.push(tokens(&mut rx).1.unwrap().cached_tokens);
+        }
+        // The second finds the instructions in the slot the first left, to the token (no blocks).
+        assert_eq!(cached, [0, 40]);
+        // One slot, and another prompt ran in it between: without a prompt cache nothing is
+        // left to reuse; with one, the instructions come back from it.
+        for (cache_blocks, want) in [(0, 0), (1000, 40)] {
+            let mut e = slots(1, cache_blocks);
+            let _first = sentiment(&mut e, 100);
+            drain(&mut e, &stats).await;
+            let _other = seq(&mut e, 5000, 60, 2, 0);
+            drain(&mut e, &stats).await;
+            let mut again = sentiment(&mut e, 200);
+            drain(&mut e, &stats).await;
+            assert_eq!(tokens(&mut again).1.unwrap().cached_tokens, want);
+        }
     }
 }

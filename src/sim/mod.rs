@@ -14,6 +14,7 @@ mod prefix_cache;
 pub mod profile;
 mod prometheus;
 mod seq;
+mod slots;
 mod sse;
 mod stats;
 
@@ -27,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::lock;
 use engine::NewSeq;
-pub use engine::{pairs, EngineConfig, EngineStats, LatencyModel, StepLoad};
+pub use engine::{pairs, EngineConfig, EngineStats, LatencyModel, PrefixCacheKind, StepLoad};
 pub use faults::{Fault, FaultPlan};
 pub use profile::{OutputModel, Profile, TokenRates};
 

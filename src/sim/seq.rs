@@ -42,7 +42,11 @@ pub struct NewSeq {
 pub(super) struct Seq {
     /// Chained hashes of the prompt's full blocks.
     pub blocks: Vec<u64>,
+    /// Its tokens, where the engine's slots compare them (empty otherwise).
+    pub prompt: Vec<u32>,
     pub prompt_len: usize,
+    /// The llama.cpp slot it runs in, where the engine has slots.
+    pub slot: Option<usize>,
     pub output: Vec<String>,
     pub max_tokens: usize,
     pub priority: i64,
@@ -70,6 +74,8 @@ impl Seq {
         Self {
             blocks,
             prompt_len: s.prompt.len().max(1),
+            prompt: s.prompt,
+            slot: None,
             output: s.output,
             max_tokens: s.max_tokens,
             priority: s.priority,
