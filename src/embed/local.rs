@@ -50,7 +50,8 @@ impl FastEmbedder {
                         te
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(EmbedError::Model(format!("{e:#}"))));
+                        let _ =
+                            ready_tx.send(Err(EmbedError::Model(crate::domain::error_chain(&e))));
                         return;
                     }
                 };
@@ -133,7 +134,7 @@ fn embed_sorted(
         .collect();
     let vecs = te
         .embed(&sorted, Some(batch))
-        .map_err(|e| EmbedError::Model(format!("{e:#}")))?;
+        .map_err(|e| EmbedError::Model(crate::domain::error_chain(&e)))?;
     let mut out = vec![Vec::new(); texts.len()];
     for (v, &i) in vecs.into_iter().zip(&order) {
         out[i] = normalise(v);
