@@ -55,6 +55,7 @@ def calibration():
     for p, pred in c["points"]:
         kind, f = next(iter(p.items()))
         name = (f"decode, {f['parallel']} in parallel (context {f['context']})" if kind == "Decode"
+                else f"prefill of {f['tokens']} tokens beside {f['decoding']} decoding" if kind == "Mixed"
                 else f"prefill of {f['tokens']} tokens")
         o = f.get("tpot_ms", f.get("ttft_ms"))
         rows.append(f"| {name} | {o:.1f} ms | {pred:.1f} ms | {100 * (pred - o) / o:+.1f} % |")
@@ -64,11 +65,15 @@ def calibration():
 The fit's error over these points: mean **{100 * c['fit']['mean_abs_error']:.1f} %**, largest
 {100 * c['fit']['max_abs_error']:.1f} %. Fitted step: {m['step_ms']:.2f} ms + {m['seq_ms']:.3f} ms
 per running sequence + max({m['token_ms']:.3f} ms per token + {m['attention_us']:.4f} µs per
-attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per context token).
+attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per context token) +
+{m.get('mix_us', 0):.1f} µs per token per sequence in the step beyond the first.
 Tokens: {c['tokens']['ascii_chars_per_token']:.2f} ASCII
 characters per token, {c['tokens']['tokens_per_other_char']:.2f} tokens per Hangul character
 (palate's own estimate: 4 and 1.5). On 2 CPU cores llama.cpp is compute-bound: every token of
-a step costs about the same, prefill or decode, and attention makes long contexts dearer.
+a step costs about the same, prefill or decode, and attention makes long contexts dearer. A
+step that holds several sequences costs more per token than one sequence alone: a prompt sent
+while 3 others decode takes longer than the prompt and 3 decode tokens would alone (the mixed
+points).
 
 The grammar's cost, on one of palate's own requests of each kind, alone, without and with its
 JSON schema (medians):
@@ -77,18 +82,29 @@ JSON schema (medians):
 |---|---:|---:|
 """ + "\n".join(f"| {k} | {g['ttft_ms'][0]:.0f} → {g['ttft_ms'][1]:.0f} | {g['tpot_ms'][0]:.1f} → {g['tpot_ms'][1]:.1f} |"
                 for k, g in c["grammar"].items())
+    reuse = c["profile"]["engine"].get("prefix_cache", "shared")
+    body += "\n\nPrompt reuse: " + ("llama.cpp's slots: each of the 4 slots keeps the last prompt it ran, and a "
+        "request reuses the common prefix of the slot it is given (the idle one holding most of its prompt, "
+        "else the least recently used) or of a prompt a slot gave up, which the server keeps in its "
+        "host-memory prompt cache, where vLLM shares one block cache across requests at once; the "
+        "simulator does the same with this profile (`prefix_cache = \"slots\"`, `src/sim/slots.rs`)." if reuse == "slots"
+        else "a prefix cache every request shares (vLLM's).")
     if check:
         k = json.loads(check)
+        n = k.get("repeats", 1)
         body += "\n\n**The check:** the demo job (`jobs/demo.toml`, 3 restaurants, with `repairs = 0`) " \
-                "against llama-server, then against the simulator with the fitted profile, from the same " \
-                "work database; the simulator's answers take the fitting run's lengths in order " \
-                "(`bench serve --replay-outputs`).\n\n" \
-                "| | llama-server | fitted simulator | error |\n|---|---:|---:|---:|\n"
+                f"against a fresh llama-server, then against the simulator with the fitted profile, {n} times, " \
+                "each run from the same work database; each simulator run's answers take the lengths of " \
+                "the llama-server run before it, in order (`bench serve --outputs-from --replay-outputs`).\n\n" \
+                f"| | llama-server (×{n}) | fitted simulator (×{n}) | error of the means |\n|---|---:|---:|---:|\n"
+        def cell(d, side):
+            runs = d.get(side + "_runs")
+            return f"{d[side]:.3f}" + (f" ({min(runs):.3f}–{max(runs):.3f})" if runs and len(runs) > 1 else "")
         for key, label in (("requests_per_s", "requests/s"), ("ttft_p50_ms", "TTFT p50, ms"),
                            ("ttft_p95_ms", "TTFT p95, ms")):
-            body += f"| {label} | {k[key]['llama_server']:.3f} | {k[key]['simulator']:.3f} | " \
+            body += f"| {label} | {cell(k[key], 'llama_server')} | {cell(k[key], 'simulator')} | " \
                     f"{100 * k[key]['error']:+.1f} % |\n"
-        body += f"| requests | {k['requests']['llama_server']} | {k['requests']['simulator']} | |\n\n"
+        body += f"| requests | {k['requests']['llama_server']:.0f} | {k['requests']['simulator']:.0f} | |\n\n"
         body += "Within 15 % on all three: **" + ("yes" if k["within_15_percent"] else "no") + "**."
         if "by_kind" in k:
             body += "\n\nBy kind (means; the job sends no repair requests, so both send the same requests):\n\n" \
@@ -97,16 +113,19 @@ JSON schema (medians):
             for kind in real:
                 a, b = real[kind], simk.get(kind, {})
                 f = lambda d, key: "–" if d.get(key) is None else f"{d[key]:.0f}"
-                body += f"| {kind} | {a['requests']} / {b.get('requests', '–')} | {f(a, 'ttft_ms')} / {f(b, 'ttft_ms')} | " \
+                body += f"| {kind} | {f(a, 'requests')} / {f(b, 'requests')} | {f(a, 'ttft_ms')} / {f(b, 'ttft_ms')} | " \
                         f"{f(a, 'tpot_ms')} / {f(b, 'tpot_ms')} | {f(a, 'completion_tokens')} / {f(b, 'completion_tokens')} |\n"
     section("Calibration against llama.cpp's server", "scripts/bench_calibrate.sh", body)
 
 
 def scheduling():
     text = load("scheduling.jsonl")
-    if not text:
-        return
-    runs = [json.loads(l) for l in text.splitlines() if l.strip()]
+    runs = [json.loads(l) for l in (text or "").splitlines() if l.strip()]
+    loops = any(r["tag"] in ("closed", "open") for r in runs)
+    if not loops:
+        carried("Scheduling:")
+    if not runs:
+        return carried("Sweeps")
     groups = defaultdict(list)
     for r in runs:
         mode = r["spec"]["mode"] if r["client"] == "palate" else "naive"
@@ -149,8 +168,6 @@ def scheduling():
             out.append(f"| {label} (×{len(rs)}) | " + " | ".join(cells) + f" | {pct} | {share} | {pre} |")
         return "\n".join(out)
 
-    any_r = runs[0]
-    w = any_r["spec"]["workload"] if any_r["client"] == "palate" else None
     wl = next(r["spec"]["workload"] for r in runs if r["client"] == "palate")
     scale = next(r["time_scale"] for r in runs if r["client"] == "palate")
     intro = f"""The workload: {wl['restaurants']} restaurants of {wl['reviews_per_restaurant']} sample
@@ -170,7 +187,7 @@ from `/metrics`) over its `max_num_seqs` (1,024)."""
     rows = lambda loop: [(loop, m, names[m]) for m in ("sequential", "fifo", "sjf", "priority")] + [
         (loop, "naive", names["naive"] + ", real time"),
         (loop + "-1x", "sjf", names["sjf"] + ", real time")]
-    section("Scheduling: palate against the offline ceiling and a naive client",
+    loops and section("Scheduling: palate against the offline ceiling and a naive client",
             "REPEATS=3 scripts/bench_scheduling.sh",
             intro + "\n\n**Closed loop** (palate: 64 restaurants at a time, 256 requests in flight; naive: "
             "every request at once under a 256 semaphore):\n\n"
@@ -194,7 +211,9 @@ from `/metrics`) over its `max_num_seqs` (1,024)."""
                         f"{spread([r['large_ttft_p95_ms'] for r in rs], '{:.0f}')} | {share} % | "
                         f"{spread([r.get('preemptions') for r in rs], '{:.0f}')} |")
         sweeps.append("\n".join(rows))
-    if sweeps:
+    if not sweeps:
+        carried("Sweeps")
+    else:
         section("Sweeps (palate SJF, closed loop, half the restaurants)", "REPEATS=3 scripts/bench_scheduling.sh",
                 "\n\n".join(sweeps))
 
@@ -288,7 +307,8 @@ def main():
             "A vLLM V1-like engine (`src/sim/`): continuous batching under `max_num_seqs` and "
             "`max_num_batched_tokens` with chunked prefill; a KV block pool shared by prefix and "
             "preempting (the last admitted, or under `--priority` the lowest priority) when full; a "
-            "prefix cache; each step costed as host time + max(compute, memory), where the memory "
+            "prefix cache every request shares, or (`prefix_cache = \"slots\"`, which `bench calibrate` "
+            "writes for llama.cpp's server) one prompt kept per slot as llama.cpp keeps it; each step costed as host time + max(compute, memory), where the memory "
             "side grows with every sequence's context; a grammar compile before a constrained request "
             "is scheduled; answers with lengths and a refusal rate drawn from a real run. The "
             "built-in profile and the published figures it comes from:\n\n```toml\n"

@@ -76,11 +76,12 @@ per_restaurant=$(python3 -c "print(sum(1 for _ in open('$OUT/workload.jsonl')) /
   scale=1 serve; palate closed-1x --mode sjf --restaurants "$N"
 done
 # Open loop at 70 % of the ceiling's restaurant rate (mean of the ceiling runs).
+if [[ $PHASES == *" open "* ]]; then
 rate=$(python3 -c "
 import json
 c=[json.loads(l) for l in open('$res') if '\"tag\": \"ceiling\"' in l]
 print(round(0.7 * sum(x['requests_per_s'] for x in c) / len(c) / $per_restaurant, 3))")
-[[ $PHASES == *" open "* ]] && for r in $(seq 1 "$OPEN_REPEATS"); do
+for r in $(seq 1 "$OPEN_REPEATS"); do
   echo "== repeat $r of $OPEN_REPEATS: open loop, $rate restaurants/s" >&2
   serve; palate open --mode fifo --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
   serve; palate open --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
@@ -88,6 +89,7 @@ print(round(0.7 * sum(x['requests_per_s'] for x in c) / len(c) / $per_restaurant
   scale=1 serve; naive open --concurrency 256 --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
   scale=1 serve; palate open-1x --mode sjf --restaurants "$N" --arrival-rate "$rate" --seed "$((r + ${SEED_OFFSET:-0}))"
 done
+fi
 half=$((N / 2))
 [[ $PHASES == *" sweeps "* ]] && for r in $(seq 1 "$SWEEP_REPEATS"); do
   echo "== repeat $r of $SWEEP_REPEATS: sweeps" >&2
