@@ -4,7 +4,13 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// One server starts at a time: on a new machine the first start unpacks the binary, and
+/// start.sh unpacks through one temporary file, so two first starts at once (tests run in
+/// parallel) could leave one of them running a half-written binary that never answers.
+static STARTING: Mutex<()> = Mutex::new(());
 
 pub struct QdrantServer {
     child: Option<Child>,
@@ -34,6 +40,7 @@ impl QdrantServer {
             );
             return None;
         }
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let (http, grpc) = (super::free_port(), super::free_port());
         let log = std::fs::File::create(dir.path().join("qdrant.log")).unwrap();
