@@ -3,8 +3,8 @@
 //! - `palate bench scheduling` ([`scheduling`]): one scheduling mode of palate's client against
 //!   a server in another process, on palate's own requests ([`workload`]), with the server's
 //!   running sequences sampled from its `/metrics` ([`probe`]).
-//! - `palate bench calibrate` ([`calibrate`]): sweeps a real server and fits the simulator's
-//!   cost model to it ([`fit`]).
+//! - `palate bench calibrate` ([`calibrate`]): sweeps a real server ([`sweep`]) and fits the
+//!   simulator's cost model to it ([`fit`]).
 //! - `palate bench selection` ([`selection`]): TOP-K + MMR for one large restaurant, through
 //!   each vector index backend.
 
@@ -13,6 +13,7 @@ pub mod fit;
 pub mod probe;
 pub mod scheduling;
 pub mod selection;
+mod sweep;
 pub mod workload;
 
 pub use scheduling::{Mode, ModeReport, ModeSpec};

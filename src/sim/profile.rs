@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use super::EngineConfig;
+use super::cost::LatencyModel;
 
 const BUILTIN: &str = include_str!("../../data/profiles/qwen2.5-7b-h100.toml");
 
@@ -175,6 +175,57 @@ pub fn outputs_from_run(
 fn latest_run(conn: &rusqlite::Connection, db: &Path) -> anyhow::Result<i64> {
     conn.query_row("SELECT max(run_id) FROM vllm_metrics", [], |r| r.get(0))
         .with_context(|| format!("{} has no vllm_metrics", db.display()))
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    pub latency: LatencyModel,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+    /// Most tokens (prefill + one per decoding sequence) computed in one step.
+    pub max_num_batched_tokens: usize,
+    /// Tokens per KV block; the prefix cache and the pool work in whole blocks.
+    pub block_size: usize,
+    /// KV blocks in the pool; 0 means no limit (no preemption).
+    #[serde(default)]
+    pub kv_blocks: usize,
+    /// Blocks the prefix cache keeps (least recently used go first); 0 turns caching off.
+    pub cache_blocks: usize,
+    /// How prompts are reused: vLLM's shared prefix cache, or llama.cpp's slots.
+    #[serde(default)]
+    pub prefix_cache: PrefixCacheKind,
+    /// Waiting queue ordered by the request's `priority` (lower first), else first come first served.
+    #[serde(default)]
+    pub priority_scheduling: bool,
+    /// Real seconds per simulated second: 0.1 runs the model ten times faster than real time.
+    /// Every timing the server reports is in simulated time.
+    #[serde(default = "one")]
+    pub time_scale: f64,
+}
+
+/// Where the engine finds a prompt's prefix already computed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PrefixCacheKind {
+    /// vLLM: one cache of `cache_blocks` blocks that every request shares.
+    #[default]
+    Shared,
+    /// llama.cpp's server: each of `max_num_seqs` slots keeps its last prompt, and the prompts
+    /// slots gave up wait in a host-memory cache of `cache_blocks` blocks' worth of tokens
+    /// (`src/sim/slots.rs`).
+    Slots,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Default for EngineConfig {
+    /// The named profile `data/profiles/qwen2.5-7b-h100.toml`'s engine.
+    fn default() -> Self {
+        Profile::builtin().engine
+    }
 }
 
 #[cfg(test)]

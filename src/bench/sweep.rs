@@ -1,0 +1,137 @@
+//! The calibration's sweep of a real server: decode at 1…N parallel sequences, prefill over
+//! prompt lengths, and prefill beside decoding sequences, each point the median of `rounds`.
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::calibrate::CalibrateSpec;
+use super::fit::Point;
+use super::probe::Server;
+use crate::metrics::percentile;
+
+/// Words for prompts of a given length; a random order each time so that no prompt shares a
+/// prefix with another (a prefix cache would hide the prefill).
+const WORDS: [&str; 24] = [
+    "kitchen", "broth", "table", "waiter", "noodle", "garden", "window", "market", "river",
+    "morning", "evening", "pepper", "ginger", "season", "street", "corner", "friend", "family",
+    "summer", "winter", "bright", "quiet", "simple", "golden",
+];
+
+fn words(n: usize, rng: &mut fastrand::Rng) -> String {
+    let mut s = format!("Note {}:", rng.u32(..));
+    for _ in 0..n {
+        s.push(' ');
+        s.push_str(WORDS[rng.usize(..WORDS.len())]);
+    }
+    s
+}
+
+/// For each parallelism, `rounds` times: that many requests at once, each `output_tokens` long.
+pub(super) async fn decode_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for (&n, &prompt) in
+        (spec.parallel.iter()).flat_map(|n| spec.decode_contexts.iter().map(move |c| (n, c)))
+    {
+        let mut tpots = Vec::new();
+        let mut context = 0;
+        for _ in 0..spec.rounds {
+            let prompts: Vec<String> = (0..n)
+                .map(|_| format!("{} Continue this list of words.", words(prompt, rng)))
+                .collect();
+            let out = futures::future::try_join_all(
+                prompts
+                    .iter()
+                    .map(|p| s.chat(p, spec.output_tokens, true, None)),
+            )
+            .await?;
+            for o in &out {
+                tpots.extend(o.tpot_ms());
+                context = o.prompt_tokens + o.completion_tokens / 2;
+            }
+        }
+        let tpot_ms = percentile(&tpots, 50.0).context("no decode timing came back")?;
+        tracing::info!(parallel = n, tpot_ms, "decode");
+        points.push(Point::Decode {
+            parallel: n,
+            context,
+            tpot_ms,
+        });
+    }
+    Ok(points)
+}
+
+/// For each prompt length, `rounds` times: one prompt alone, one output token.
+pub(super) async fn prefill_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let mut points = Vec::new();
+    for &n in &spec.prompt_tokens {
+        let (mut ttfts, mut tokens) = (Vec::new(), 0);
+        for _ in 0..spec.rounds {
+            let o = s.chat(&words(n, rng), 1, false, None).await?;
+            ttfts.push(o.ttft_ms);
+            tokens = o.prompt_tokens.max(1);
+        }
+        let ttft_ms = percentile(&ttfts, 50.0).context("no prefill timing came back")?;
+        tracing::info!(tokens, ttft_ms, "prefill");
+        points.push(Point::Prefill {
+            tokens,
+            chunk: spec.max_num_batched_tokens,
+            ttft_ms,
+        });
+    }
+    Ok(points)
+}
+
+/// For each prompt length, `rounds` times: the prompt sent once every one of `max_num_seqs − 1`
+/// short requests is decoding (their first tokens are in), so that its prefill shares a step
+/// with their decode; the prompt's time to first token.
+pub(super) async fn mixed_points(
+    s: &Server,
+    spec: &CalibrateSpec,
+    rng: &mut fastrand::Rng,
+) -> anyhow::Result<Vec<Point>> {
+    let decoding = spec.max_num_seqs.saturating_sub(1).min(3);
+    let mut points = Vec::new();
+    if decoding == 0 {
+        return Ok(points);
+    }
+    for &n in &spec.mixed_prompts {
+        let (mut ttfts, mut tokens, mut context) = (Vec::new(), 0, 0);
+        for _ in 0..spec.rounds {
+            let (txs, rxs): (Vec<_>, Vec<_>) = (0..decoding)
+                .map(|_| tokio::sync::oneshot::channel())
+                .unzip();
+            let decoders = futures::future::try_join_all(txs.into_iter().map(|tx| {
+                let prompt = json!([{"role": "user", "content": words(16, rng)}]);
+                s.streamed(prompt, 24, true, None, Some(tx))
+            }));
+            let prompt = words(n, rng);
+            let probe = async {
+                for rx in rxs {
+                    let _ = rx.await;
+                }
+                s.chat(&prompt, 1, false, None).await
+            };
+            let (decoded, o) = futures::future::try_join(decoders, probe).await?;
+            ttfts.push(o.ttft_ms);
+            tokens = o.prompt_tokens.max(1);
+            context = decoded.iter().map(|d| d.prompt_tokens).max().unwrap_or(0) + 4;
+        }
+        let ttft_ms = percentile(&ttfts, 50.0).context("no mixed timing came back")?;
+        tracing::info!(tokens, decoding, ttft_ms, "mixed");
+        points.push(Point::Mixed {
+            tokens,
+            decoding,
+            context,
+            ttft_ms,
+        });
+    }
+    Ok(points)
+}
