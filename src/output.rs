@@ -352,7 +352,7 @@ mask {:.3} ms per token",
     );
     println!(
         "prompt reuse: {}",
-        match c.prefix_cache {
+        match c.profile.engine.prefix_cache {
             crate::sim::PrefixCacheKind::Slots => "llama.cpp's slots (each keeps its last prompt)",
             crate::sim::PrefixCacheKind::Shared => "a prefix cache every request shares (vLLM)",
         }

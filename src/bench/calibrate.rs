@@ -52,7 +52,6 @@ pub struct Calibration {
     /// By kind: medians without and with the schema.
     pub grammar: BTreeMap<String, GrammarCost>,
     pub tokens: TokenRates,
-    pub prefix_cache: PrefixCacheKind,
     pub profile: Profile,
 }
 
@@ -120,7 +119,6 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
         mask_ms,
         grammar: costs,
         tokens,
-        prefix_cache,
         profile,
     })
 }
@@ -168,10 +166,10 @@ async fn prefix_cache(s: &Server) -> PrefixCacheKind {
         let r = s.http.get(format!("{}/models", s.url)).send().await.ok()?;
         r.json::<Value>().await.ok()
     };
-    let llama_cpp = models.await.is_some_and(|m| {
-        (m["data"].as_array().into_iter().flatten()).any(|m| m["owned_by"] == "llamacpp")
-    });
-    if llama_cpp {
+    if models
+        .await
+        .is_some_and(|m| crate::infer::served_by_llama_cpp(&m))
+    {
         PrefixCacheKind::Slots
     } else {
         PrefixCacheKind::Shared

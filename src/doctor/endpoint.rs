@@ -140,9 +140,7 @@ async fn models(c: &Client<'_>) -> Check {
         .filter(|m| !ids.contains(m))
         .collect();
     // llama.cpp's server answers every model name with the one model it loaded.
-    let llama_cpp =
-        (body["data"].as_array().into_iter().flatten()).any(|m| m["owned_by"] == "llamacpp");
-    if !missing.is_empty() && llama_cpp {
+    if !missing.is_empty() && crate::infer::served_by_llama_cpp(&body) {
         Check::new(
             "",
             Status::Ok,

@@ -27,6 +27,12 @@ use crate::domain::{ErrorClass, Failure, Kind};
 use crate::metrics::RequestMetrics;
 use crate::plan::Message;
 
+/// Whether a `/v1/models` answer is llama.cpp's server's (`owned_by: llamacpp`), which answers
+/// any model name with the one it loaded and reuses prompts per slot rather than sharing a cache.
+pub fn served_by_llama_cpp(models: &Value) -> bool {
+    (models["data"].as_array().into_iter().flatten()).any(|m| m["owned_by"] == "llamacpp")
+}
+
 /// Why a request got no answer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InferError {
