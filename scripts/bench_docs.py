@@ -70,11 +70,14 @@ attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per contex
 Tokens: {c['tokens']['ascii_chars_per_token']:.2f} ASCII
 characters per token, {c['tokens']['tokens_per_other_char']:.2f} tokens per Hangul character
 (palate's own estimate: 4 and 1.5). On 2 CPU cores llama.cpp is compute-bound: every token of
-a step costs about the same, prefill or decode, and attention makes long contexts dearer. A
-step that holds several sequences costs more per token than one sequence alone: a prompt sent
-while 3 others decode takes longer than the prompt and 3 decode tokens would alone (the mixed
-points).
-
+a step costs about the same, prefill or decode, and attention makes long contexts dearer.
+""" + (f"""Its matrix kernels take a step's tokens {m['tile']} at a time and compute the rest one by one,
+reading the weights again for each (`tile = {m['tile']}`, {m.get('row_ms', 0):.2f} ms more for each token
+outside a whole tile, the tile the fit chose of 0, 2, 4 and 8): 3 decoding sequences cost more
+than 4. """ if m.get('tile', 0) > 1 else "") + ("""With a KV cache per slot it runs a step as micro-batches that take
+as many tokens from each sequence (`split_equal`): a prompt sent while 3 others decode costs a
+step of one token from each, then a step of the rest of the prompt (the mixed points).
+""" if m.get('split_equal') else "") + """
 The grammar's cost, on one of palate's own requests of each kind, alone, without and with its
 JSON schema (medians):
 
@@ -309,7 +312,8 @@ def main():
             "preempting (the last admitted, or under `--priority` the lowest priority) when full; a "
             "prefix cache every request shares, or (`prefix_cache = \"slots\"`, which `bench calibrate` "
             "writes for llama.cpp's server) one prompt kept per slot as llama.cpp keeps it; each step costed as host time + max(compute, memory), where the memory "
-            "side grows with every sequence's context; a grammar compile before a constrained request "
+            "side grows with every sequence's context (for llama.cpp, also its kernels' tile of tokens and its "
+            "micro-batches of as many tokens from each sequence, both as the calibration writes them); a grammar compile before a constrained request "
             "is scheduled; answers with lengths and a refusal rate drawn from a real run. The "
             "built-in profile and the published figures it comes from:\n\n```toml\n"
             + "\n".join(l for l in sim.splitlines() if not l.startswith("tokens = [")) + "\n```")

@@ -323,23 +323,7 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
             100.0 * (predicted - o) / o.max(1e-9)
         );
     }
-    let m = &c.profile.engine.latency;
-    println!(
-        "fit: mean |error| {:.1} %, max {:.1} %\nstep {:.3} ms + {:.4} ms/seq + max({:.4} ms/token + {:.5} us/attention pair, \
-{:.3} ms weights + {:.5} us/context token) + {:.4} us/token per further sequence; grammar {:.1} ms per request, \
-mask {:.3} ms per token",
-        100.0 * c.fit.mean_abs_error,
-        100.0 * c.fit.max_abs_error,
-        m.step_ms,
-        m.seq_ms,
-        m.token_ms,
-        m.attention_us,
-        m.weights_ms,
-        m.kv_token_us,
-        m.mix_us,
-        c.grammar_ms,
-        c.mask_ms
-    );
+    fitted(c);
     for (kind, g) in &c.grammar {
         println!(
             "grammar, {kind}: time to first token {:.0} ms without the schema, {:.0} ms with; per output token {:.2} / {:.2} ms",
@@ -357,4 +341,34 @@ mask {:.3} ms per token",
             crate::sim::PrefixCacheKind::Shared => "a prefix cache every request shares (vLLM)",
         }
     );
+}
+
+/// The fitted figures of a calibration.
+fn fitted(c: &crate::bench::calibrate::Calibration) {
+    let m = &c.profile.engine.latency;
+    println!(
+        "fit: mean |error| {:.1} %, max {:.1} %\nstep {:.3} ms + {:.4} ms/seq + max({:.4} ms/token + {:.5} us/attention pair, \
+{:.3} ms weights + {:.5} us/context token) + {:.4} us/token per further sequence; grammar {:.1} ms per request, \
+mask {:.3} ms per token",
+        100.0 * c.fit.mean_abs_error,
+        100.0 * c.fit.max_abs_error,
+        m.step_ms,
+        m.seq_ms,
+        m.token_ms,
+        m.attention_us,
+        m.weights_ms,
+        m.kv_token_us,
+        m.mix_us,
+        c.grammar_ms,
+        c.mask_ms
+    );
+    if m.tile > 1 {
+        println!(
+            "tile {} tokens: {:.3} ms for each token outside a whole tile",
+            m.tile, m.row_ms
+        );
+    }
+    if m.split_equal {
+        println!("steps run as micro-batches of as many tokens from each sequence (llama.cpp)");
+    }
 }

@@ -96,8 +96,10 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
     let grammar_ms = costs.values().map(GrammarCost::compile_ms).sum::<f64>() / n;
     let mask_ms = costs.values().map(GrammarCost::mask_ms).sum::<f64>() / n;
     let tokens = token_rates(&server, &spec).await?;
-    let prefix_cache = prefix_cache(&server).await;
-    let fit = fit::fit(&points);
+    // llama.cpp keeps a prompt per slot, and with a KV cache per slot it runs a step as
+    // micro-batches of as many tokens from each sequence.
+    let llama_cpp = llama_cpp(&server).await;
+    let fit = fit::fit(&points, llama_cpp);
     let mut latency = fit.model;
     latency.grammar_ms = grammar_ms;
     latency.mask_ms = mask_ms;
@@ -109,7 +111,11 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
         o.mask_ms = costs.get(kind).map(GrammarCost::mask_ms);
     }
     let mut profile = fitted_profile(&spec, &fit, latency, points.len(), tokens, outputs);
-    profile.engine.prefix_cache = prefix_cache;
+    profile.engine.prefix_cache = if llama_cpp {
+        PrefixCacheKind::Slots
+    } else {
+        PrefixCacheKind::Shared
+    };
     let points = points.iter().map(|p| (*p, p.predicted(&latency))).collect();
     Ok(Calibration {
         spec,
@@ -159,27 +165,20 @@ fn fitted_profile(
     }
 }
 
-/// How the server reuses prompts: llama.cpp's server (its `/v1/models` says `owned_by:
-/// llamacpp`) keeps one prompt per slot, vLLM a prefix cache every request shares.
-async fn prefix_cache(s: &Server) -> PrefixCacheKind {
+/// Whether the server is llama.cpp's (its `/v1/models` says `owned_by: llamacpp`) rather than
+/// vLLM.
+async fn llama_cpp(s: &Server) -> bool {
     let models = async {
         let r = s.http.get(format!("{}/models", s.url)).send().await.ok()?;
         r.json::<Value>().await.ok()
     };
-    if models
-        .await
-        .is_some_and(|m| crate::infer::served_by_llama_cpp(&m))
-    {
-        PrefixCacheKind::Slots
-    } else {
-        PrefixCacheKind::Shared
-    }
+    (models.await).is_some_and(|m| crate::infer::served_by_llama_cpp(&m))
 }
 
-/// The grammar's cost, on palate's own requests (one of each kind, of the workload the job
-/// sends): each alone, without and with its JSON schema, `rounds` times. Per kind: the medians'
-/// difference in time to first token (compiling the grammar) and in time per output token (its
-/// mask: a strict schema costs more than free text).
+/// The grammar's cost, per kind, without and with its JSON schema, `rounds` times: the medians'
+/// difference in time per output token on palate's own request (its mask: a strict schema
+/// costs more than free text), and in time to the first token of a two-line request (compiling
+/// the grammar: on a request's own prompt, seconds of prefill would drown it).
 async fn grammar(
     s: &Server,
     spec: &CalibrateSpec,
@@ -211,8 +210,15 @@ async fn grammar(
                 let o = s
                     .messages(messages, r.max_tokens as usize, false, schema)
                     .await?;
-                ttft[i].push(o.ttft_ms);
                 tpot[i].extend(o.tpot_ms());
+                for _ in 0..3 {
+                    let short = json!([{"role": "user",
+                        "content": format!("Request {}.\nAnswer in JSON.", rng.u32(..))}]);
+                    let o = s.messages(short, 2, false, schema).await?;
+                    if o.ttft_ms > 0.0 {
+                        ttft[i].push(o.ttft_ms);
+                    }
+                }
             }
         }
         let med = |v: &[f64]| percentile(v, 50.0).unwrap_or(0.0);

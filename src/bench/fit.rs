@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::sim::{pairs, LatencyModel, StepLoad};
+use crate::sim::{pairs, LatencyModel, StepLoad, Work};
 
 /// One measurement the fit explains.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -67,7 +67,7 @@ impl Point {
                 context,
                 ..
             } => {
-                let step = m.step(&StepLoad {
+                let load = StepLoad {
                     prefill: tokens,
                     decoding,
                     running: decoding + 1,
@@ -75,8 +75,21 @@ impl Point {
                     context: decoding * context,
                     pairs: pairs(0, tokens) + decoding * context,
                     ..Default::default()
+                };
+                let mut work = vec![
+                    Work {
+                        context,
+                        tokens: 1,
+                        decoding: true,
+                    };
+                    decoding
+                ];
+                work.push(Work {
+                    context: 0,
+                    tokens,
+                    decoding: false,
                 });
-                decode_step(m, decoding, context) / 2.0 + step
+                decode_step(m, decoding, context) / 2.0 + m.step_of(&load, &work)
             }
         }
     }
@@ -94,18 +107,42 @@ fn decode_step(m: &LatencyModel, parallel: usize, context: usize) -> f64 {
     })
 }
 
-/// The search vector: square roots of step_ms, seq_ms, token_ms, weights_ms, kv_token_us,
-/// attention_us, mix_us (each figure stays at least 0, and can reach 0).
-fn model(x: &[f64]) -> LatencyModel {
-    LatencyModel {
-        step_ms: x[0] * x[0],
-        seq_ms: x[1] * x[1],
-        token_ms: x[2] * x[2],
-        weights_ms: x[3] * x[3],
-        kv_token_us: x[4] * x[4],
-        attention_us: x[5] * x[5],
-        mix_us: x.get(6).map_or(0.0, |v| v * v),
-        ..LatencyModel::constant(0.0)
+/// What the search varies: the square roots of step_ms, seq_ms, token_ms, weights_ms,
+/// kv_token_us and attention_us, then of mix_us and row_ms where the fit uses them (each figure
+/// stays at least 0, and can reach 0). The rest comes from `base`.
+#[derive(Clone, Copy)]
+struct Shape {
+    base: LatencyModel,
+    mix: bool,
+    row: bool,
+}
+
+impl Shape {
+    fn dims(&self) -> usize {
+        6 + self.mix as usize + self.row as usize
+    }
+
+    fn model(&self, x: &[f64]) -> LatencyModel {
+        let mut extra = x[6..].iter().map(|v| v * v);
+        LatencyModel {
+            step_ms: x[0] * x[0],
+            seq_ms: x[1] * x[1],
+            token_ms: x[2] * x[2],
+            weights_ms: x[3] * x[3],
+            kv_token_us: x[4] * x[4],
+            attention_us: x[5] * x[5],
+            mix_us: if self.mix {
+                extra.next().unwrap_or(0.0)
+            } else {
+                0.0
+            },
+            row_ms: if self.row {
+                extra.next().unwrap_or(0.0)
+            } else {
+                0.0
+            },
+            ..self.base
+        }
     }
 }
 
@@ -126,7 +163,12 @@ pub struct Fit {
     pub max_abs_error: f64,
 }
 
-pub fn fit(points: &[Point]) -> Fit {
+/// The tiles the fit tries (see [`LatencyModel::tile`]; 0: none); it keeps the one that
+/// explains the points best.
+const TILES: [u32; 4] = [0, 2, 4, 8];
+
+/// Fits the model to `points`, for a server that splits steps into equal micro-batches or not.
+pub fn fit(points: &[Point], split_equal: bool) -> Fit {
     let decode1 = (points.iter())
         .filter_map(|p| match p {
             Point::Decode { tpot_ms, .. } => Some(*tpot_ms),
@@ -134,29 +176,45 @@ pub fn fit(points: &[Point]) -> Fit {
         })
         .fold(f64::INFINITY, f64::min);
     let decode1 = if decode1.is_finite() { decode1 } else { 10.0 };
-    // A start in the right decades: a fifth of a decode step on the host, the rest the weights.
-    let start = [
-        decode1 * 0.2,
-        decode1 * 0.01,
-        decode1 * 0.01,
-        decode1 * 0.8,
-        0.01,
-        0.01,
-        0.01,
-    ]
-    .map(f64::sqrt);
+    // Starts in the right decades: a fifth of a decode step on the host, the rest the weights,
+    // or the KV cache (max() leaves a local minimum on each side).
+    let starts = [(0.8, 0.01), (0.1, 10.0)].map(|(weights, kv)| {
+        [
+            decode1 * 0.2,
+            decode1 * 0.01,
+            decode1 * 0.01,
+            decode1 * weights,
+            kv,
+            0.01,
+            0.01,
+            decode1 * 0.1,
+        ]
+        .map(f64::sqrt)
+    });
     // mix_us only where mixed points can tell it apart.
-    let dims = if (points.iter()).any(|p| matches!(p, Point::Mixed { .. })) {
-        7
-    } else {
-        6
-    };
-    let f = |x: &[f64]| loss(&model(x), points);
-    let mut best = start[..dims].to_vec();
-    for _ in 0..6 {
-        best = nelder_mead(&f, &best, 3000);
-    }
-    let m = model(&best);
+    let mix = (points.iter()).any(|p| matches!(p, Point::Mixed { .. }));
+    let shapes = TILES.map(|tile| Shape {
+        base: LatencyModel {
+            tile,
+            split_equal,
+            ..LatencyModel::constant(0.0)
+        },
+        mix,
+        row: tile > 1,
+    });
+    let (m, _) = (shapes.iter())
+        .flat_map(|shape| starts.iter().map(move |start| (shape, start)))
+        .map(|(shape, start)| {
+            let f = |x: &[f64]| loss(&shape.model(x), points);
+            let mut best = pick(start, shape);
+            for _ in 0..6 {
+                best = nelder_mead(&f, &best, 3000);
+            }
+            let m = shape.model(&best);
+            (m, loss(&m, points))
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((LatencyModel::constant(0.0), f64::INFINITY));
     let errs: Vec<f64> = (points.iter())
         .map(|p| ((p.predicted(&m) - p.observed()) / p.observed().max(1e-9)).abs())
         .collect();
@@ -165,6 +223,19 @@ pub fn fit(points: &[Point]) -> Fit {
         mean_abs_error: errs.iter().sum::<f64>() / errs.len().max(1) as f64,
         max_abs_error: errs.iter().cloned().fold(0.0, f64::max),
     }
+}
+
+/// The start's coordinates that `shape` searches.
+fn pick(start: &[f64; 8], shape: &Shape) -> Vec<f64> {
+    let mut x = start[..6].to_vec();
+    if shape.mix {
+        x.push(start[6]);
+    }
+    if shape.row {
+        x.push(start[7]);
+    }
+    debug_assert_eq!(x.len(), shape.dims());
+    x
 }
 
 /// Nelder–Mead minimisation of `f` from `x0`, with an initial simplex of half of each
@@ -256,7 +327,7 @@ mod tests {
                 ttft_ms: p.predicted(&truth),
             });
         }
-        let f = fit(&points);
+        let f = fit(&points, false);
         assert!(f.max_abs_error < 0.02, "{f:?}");
         assert!((f.model.token_ms - 1.2).abs() < 0.05, "{f:?}");
     }
@@ -320,10 +391,56 @@ mod tests {
                 ttft_ms: 0.0,
             }));
         }
-        let f = fit(&points);
+        let f = fit(&points, false);
         // The host and weight figures trade off against each other; mix_us is pinned down.
         assert!(f.mean_abs_error < 0.02 && f.max_abs_error < 0.05, "{f:?}");
         assert!((f.model.mix_us - 500.0).abs() < 50.0, "{f:?}");
+    }
+
+    #[test]
+    fn the_fit_finds_the_tile_that_makes_three_sequences_cost_more_than_four() {
+        let truth = LatencyModel {
+            step_ms: 5.0,
+            seq_ms: 10.0,
+            token_ms: 5.0,
+            kv_token_us: 10.0,
+            tile: 4,
+            row_ms: 9.0,
+            split_equal: true,
+            ..LatencyModel::constant(0.0)
+        };
+        let mut points = Vec::new();
+        for parallel in 1..=4 {
+            for context in [100, 1100] {
+                let p = Point::Decode {
+                    parallel,
+                    context,
+                    tpot_ms: 0.0,
+                };
+                points.push(Point::Decode {
+                    parallel,
+                    context,
+                    tpot_ms: p.predicted(&truth),
+                });
+            }
+        }
+        for tokens in [76, 180, 572, 1118] {
+            let p = Point::Prefill {
+                tokens,
+                chunk: 2048,
+                ttft_ms: 0.0,
+            };
+            points.push(Point::Prefill {
+                tokens,
+                chunk: 2048,
+                ttft_ms: p.predicted(&truth),
+            });
+        }
+        let f = fit(&points, true);
+        assert_eq!(f.model.tile, 4, "{f:?}");
+        assert!(f.model.split_equal);
+        assert!(f.max_abs_error < 0.03, "{f:?}");
+        assert!((f.model.row_ms - 9.0).abs() < 1.0, "{f:?}");
     }
 
     #[test]

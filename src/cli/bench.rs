@@ -182,8 +182,9 @@ pub struct CalibrateArgs {
     pub endpoint: String,
     #[arg(long)]
     pub model: String,
-    /// Parallel sequences of the decode sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
+    /// Parallel sequences of the decode sweep: every count the job runs at (llama.cpp's CPU
+    /// kernels are not monotonic: 3 sequences can cost more than 4).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3,4")]
     pub parallel: Vec<usize>,
     /// Prompt lengths (words) of the decode sweep.
     #[arg(long, value_delimiter = ',', default_value = "16,1000")]
@@ -192,8 +193,8 @@ pub struct CalibrateArgs {
     #[arg(long, value_delimiter = ',', default_value = "32,128,512,1024,2048")]
     pub prompts: Vec<usize>,
     /// Prompt lengths (words) each sent while `--max-num-seqs` − 1 (at most 3) short requests
-    /// decode: what a step of several sequences costs (empty: none).
-    #[arg(long, value_delimiter = ',', default_value = "100,400")]
+    /// decode: what a step of several sequences costs (the flag with no value: none).
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "100,400")]
     pub mixed_prompts: Vec<usize>,
     /// Output tokens of each decode request.
     #[arg(long, default_value_t = 64)]

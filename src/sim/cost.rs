@@ -8,9 +8,17 @@
 //! `step = step_ms + seq_ms·running + Σ masks + mix_us/1000·tokens·(sequences − 1)
 //!         + max(token_ms·tokens + attention_us/1000·pairs, weights_ms + kv_token_us/1000·Σ context)`
 //!
-//! `mix_us` is what a step of several sequences costs beyond its tokens: 0 for vLLM on a GPU, but
-//! llama.cpp on 2 CPU cores took 1,077 ms for one 146-token prompt beside 3 decoding sequences,
-//! where the prompt alone would take about 780 (the calibration's mixed points measure it).
+//! `mix_us` is what a step of several sequences costs beyond its tokens (0 for vLLM on a GPU).
+//!
+//! Two shapes of llama.cpp's CPU backend, which the calibration fits for it (a step of vLLM's
+//! has neither):
+//! - `tile`: its matrix kernels take a step's tokens 4 at a time and the rest one by one, each
+//!   reading the weights again, so `row_ms` more per token outside a whole tile: 3 decoding
+//!   sequences cost more than 4.
+//! - `split_equal`: with a KV cache per slot, a step runs as micro-batches that take as many
+//!   tokens from each sequence. A prompt beside 3 decoding sequences is a step of 4 tokens, then
+//!   one of the rest of the prompt: in the demo job against llama-server such steps took 652 ms
+//!   (median), where one step of all of it was predicted at 443 ([`LatencyModel::step_of`]).
 //!
 //! The arithmetic grows with context too: `attention_us` per (token, earlier token) pair the step
 //! attends over, which matters on a CPU server and for long prompts.
@@ -51,6 +59,28 @@ pub struct LatencyModel {
     /// Per token in a step, per sequence in it beyond the first, µs.
     #[serde(default)]
     pub mix_us: f64,
+    /// Tokens a matrix kernel computes together (0 or 1: any number). llama.cpp's CPU kernels
+    /// take 4 columns at a time and the rest one by one, re-reading the weights for each: 3
+    /// decoding sequences cost more than 4 (78 against 68 ms, Qwen2.5-0.5B on 2 cores).
+    #[serde(default)]
+    pub tile: u32,
+    /// What each token outside a whole tile costs more, ms.
+    #[serde(default)]
+    pub row_ms: f64,
+    /// The step runs as micro-batches that take the same number of tokens from each sequence
+    /// (llama.cpp with a KV cache per slot): a prompt beside decoding sequences costs one step
+    /// of a token from each, then one of the rest of the prompt.
+    #[serde(default)]
+    pub split_equal: bool,
+}
+
+/// One sequence's part of a step: `tokens` computed after the `context` it already holds (a
+/// decoding sequence computes 1).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Work {
+    pub context: usize,
+    pub tokens: usize,
+    pub decoding: bool,
 }
 
 /// What a step computes.
@@ -91,17 +121,61 @@ impl LatencyModel {
             grammar_ms: 0.0,
             mask_ms: 0.0,
             mix_us: 0.0,
+            tile: 0,
+            row_ms: 0.0,
+            split_equal: false,
         }
     }
 
     /// The step's time, ms.
     pub fn step(&self, l: &StepLoad) -> f64 {
+        let untiled = match self.tile {
+            0 | 1 => 0,
+            t => (l.prefill + l.decoding) % t as usize,
+        };
         let compute = self.token_ms * (l.prefill + l.decoding) as f64
+            + self.row_ms * untiled as f64
             + self.attention_us / 1000.0 * l.pairs as f64;
         let memory = self.weights_ms + self.kv_token_us / 1000.0 * l.context as f64;
         let tokens = (l.prefill + l.decoding) as f64;
         let mix = self.mix_us / 1000.0 * tokens * l.sequences.saturating_sub(1) as f64;
         self.step_ms + self.seq_ms * l.running as f64 + l.mask_ms + mix + compute.max(memory)
+    }
+
+    /// The time of a step whose load is `load`, made of each sequence's `work`: one model run
+    /// over all of it, or under `split_equal` one per micro-batch (the host's part per sequence
+    /// and the grammar masks are paid once).
+    pub fn step_of(&self, load: &StepLoad, work: &[Work]) -> f64 {
+        if !self.split_equal || work.len() < 2 {
+            return self.step(load);
+        }
+        let mut done = vec![0; work.len()];
+        let mut ms = self.seq_ms * load.running as f64 + load.mask_ms;
+        loop {
+            let live: Vec<usize> = (0..work.len())
+                .filter(|&i| done[i] < work[i].tokens)
+                .collect();
+            let Some(m) = live.iter().map(|&i| work[i].tokens - done[i]).min() else {
+                return ms;
+            };
+            let mut u = StepLoad {
+                sequences: live.len(),
+                ..Default::default()
+            };
+            for &i in &live {
+                let c = work[i].context + done[i];
+                if work[i].decoding {
+                    u.decoding += 1;
+                    u.context += c;
+                    u.pairs += c;
+                } else {
+                    u.prefill += m;
+                    u.pairs += pairs(c, m);
+                }
+                done[i] += m;
+            }
+            ms += self.step(&u);
+        }
     }
 
     /// Every figure finite and at least 0.
@@ -116,6 +190,7 @@ impl LatencyModel {
             ("grammar_ms", self.grammar_ms),
             ("mask_ms", self.mask_ms),
             ("mix_us", self.mix_us),
+            ("row_ms", self.row_ms),
         ];
         for (name, v) in all {
             anyhow::ensure!(
@@ -142,6 +217,7 @@ mod tests {
             grammar_ms: 0.0,
             mask_ms: 0.05,
             mix_us: 0.0,
+            ..LatencyModel::constant(0.0)
         }
     }
 
@@ -231,5 +307,70 @@ mod tests {
         assert_eq!(m.step(&alone), 100.0);
         // 103 tokens, and 0.5 ms for each of them for each of the 3 other sequences.
         assert!((m.step(&mixed) - (103.0 + 0.5 * 103.0 * 3.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tokens_outside_a_whole_tile_cost_more() {
+        let m = LatencyModel {
+            token_ms: 1.0,
+            tile: 4,
+            row_ms: 5.0,
+            ..LatencyModel::constant(0.0)
+        };
+        let decode = |n| {
+            m.step(&StepLoad {
+                decoding: n,
+                running: n,
+                sequences: n,
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            [decode(1), decode(3), decode(4), decode(5)],
+            [6.0, 18.0, 4.0, 10.0]
+        );
+    }
+
+    #[test]
+    fn split_equal_runs_a_prompt_beside_decoding_sequences_as_two_micro_batches() {
+        let m = LatencyModel {
+            step_ms: 2.0,
+            seq_ms: 1.0,
+            token_ms: 1.0,
+            split_equal: true,
+            ..LatencyModel::constant(0.0)
+        };
+        let work = [
+            Work {
+                context: 50,
+                tokens: 1,
+                decoding: true,
+            },
+            Work {
+                context: 50,
+                tokens: 1,
+                decoding: true,
+            },
+            Work {
+                context: 0,
+                tokens: 100,
+                decoding: false,
+            },
+        ];
+        let load = StepLoad {
+            prefill: 100,
+            decoding: 2,
+            running: 3,
+            sequences: 3,
+            mask_ms: 0.5,
+            ..Default::default()
+        };
+        // Host 3·1 + 0.5 once; a micro-batch of 3 tokens (2 + 3), then one of 99 (2 + 99).
+        assert_eq!(m.step_of(&load, &work), 3.5 + 5.0 + 101.0);
+        let unsplit = LatencyModel {
+            split_equal: false,
+            ..m
+        };
+        assert_eq!(unsplit.step_of(&load, &work), 2.0 + 3.0 + 0.5 + 102.0);
     }
 }

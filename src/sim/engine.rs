@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::{Duration, Instant};
 
-pub use super::cost::{pairs, LatencyModel, StepLoad};
+pub use super::cost::{pairs, LatencyModel, StepLoad, Work};
 use super::kv::{Held, KvPool};
 pub use super::prefix_cache::block_hashes;
 use super::prefix_cache::PrefixCache;
@@ -81,6 +81,8 @@ struct Batch {
     /// Token budget still free.
     budget: usize,
     load: StepLoad,
+    /// Each sequence's part of the load.
+    work: Vec<Work>,
     prompt_tokens: u64,
     cached_tokens: u64,
     preempted: u64,
@@ -131,7 +133,7 @@ impl Engine {
     async fn step(&mut self, stats: &Mutex<EngineStats>) {
         self.order_waiting();
         let batch = self.schedule();
-        let step_ms = self.cfg.latency.step(&batch.load);
+        let step_ms = self.cfg.latency.step_of(&batch.load, &batch.work);
         self.sleep(step_ms).await;
         let now = Instant::now();
         let mut st = crate::domain::lock(stats);
@@ -180,6 +182,11 @@ impl Engine {
             batch.load.context += s.context();
             batch.load.pairs += s.context();
             batch.load.mask_ms += s.mask_ms;
+            batch.work.push(Work {
+                context: s.context(),
+                tokens: 1,
+                decoding: true,
+            });
         }
         batch.load.decoding = decoding.len();
         batch.load.sequences = decoding.len();
@@ -247,6 +254,11 @@ impl Engine {
         self.kv.grow(&s.blocks, s.held, to);
         s.held = to;
         batch.load.pairs += pairs(s.context(), t);
+        batch.work.push(Work {
+            context: s.context(),
+            tokens: t,
+            decoding: false,
+        });
         s.computed += t;
         batch.load.prefill += t;
         batch.load.sequences += 1;
@@ -482,6 +494,29 @@ mod tests {
                 < low.queue_ms + low.prefill_ms + low.decode_ms,
             "the urgent one finishes first"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_split_equal_a_step_of_unequal_prompts_runs_as_two_micro_batches() {
+        async fn busy(split_equal: bool) -> f64 {
+            let latency = LatencyModel {
+                token_ms: 1.0,
+                split_equal,
+                ..LatencyModel::constant(1.0)
+            };
+            let mut e = Engine::new(EngineConfig {
+                latency,
+                ..engine(100, false).cfg
+            });
+            let stats = Mutex::new(EngineStats::default());
+            let (_a, _b) = (seq(&mut e, 0, 16, 4, 0), seq(&mut e, 1000, 48, 4, 0));
+            drain(&mut e, &stats).await;
+            let busy = crate::domain::lock(&stats).busy_ms;
+            busy
+        }
+        // The first step computes 16 tokens of each, then the other 32 of the second prompt:
+        // one micro-batch, so one step_ms, more.
+        assert_eq!(busy(true).await - busy(false).await, 1.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::lock;
 use engine::NewSeq;
-pub use engine::{pairs, EngineConfig, EngineStats, LatencyModel, PrefixCacheKind, StepLoad};
+pub use engine::{pairs, EngineConfig, EngineStats, LatencyModel, PrefixCacheKind, StepLoad, Work};
 pub use faults::{Fault, FaultPlan};
 pub use profile::{OutputModel, Profile, TokenRates};
 
