@@ -118,6 +118,13 @@ JSON schema (medians):
                 f = lambda d, key: "–" if d.get(key) is None else f"{d[key]:.0f}"
                 body += f"| {kind} | {f(a, 'requests')} / {f(b, 'requests')} | {f(a, 'ttft_ms')} / {f(b, 'ttft_ms')} | " \
                         f"{f(a, 'tpot_ms')} / {f(b, 'tpot_ms')} | {f(a, 'completion_tokens')} / {f(b, 'completion_tokens')} |\n"
+    steps = load("steps-table.txt")
+    if steps:
+        body += "\n\n**Step by step** (`scripts/bench_steps.sh`): every step llama-server ran during one " \
+                "demo job, recorded from its socket writes with `perf` (a step's tokens go out together), " \
+                "against what the fitted profile predicts for the same step's sequences and prompts. " \
+                "The machine's speed drifting between the calibration and the job check does not enter " \
+                "here: both sides are the same run.\n\n```\n" + steps.rstrip() + "\n```"
     section("Calibration against llama.cpp's server", "scripts/bench_calibrate.sh", body)
 
 
