@@ -291,6 +291,52 @@ fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, x0: &[f64], iterations: usize) -> Vec<
 mod tests {
     use super::*;
 
+    fn decode(parallel: usize, context: usize) -> Point {
+        Point::Decode {
+            parallel,
+            context,
+            tpot_ms: 0.0,
+        }
+    }
+
+    fn prefill(tokens: usize) -> Point {
+        Point::Prefill {
+            tokens,
+            chunk: 2048,
+            ttft_ms: 0.0,
+        }
+    }
+
+    /// `p` as a server whose steps cost what `truth` says would measure it.
+    fn measured(truth: &LatencyModel, p: Point) -> Point {
+        let v = p.predicted(truth);
+        match p {
+            Point::Decode {
+                parallel, context, ..
+            } => Point::Decode {
+                parallel,
+                context,
+                tpot_ms: v,
+            },
+            Point::Prefill { tokens, chunk, .. } => Point::Prefill {
+                tokens,
+                chunk,
+                ttft_ms: v,
+            },
+            Point::Mixed {
+                tokens,
+                decoding,
+                context,
+                ..
+            } => Point::Mixed {
+                tokens,
+                decoding,
+                context,
+                ttft_ms: v,
+            },
+        }
+    }
+
     #[test]
     fn the_fit_recovers_a_known_model_from_its_own_points() {
         let truth = LatencyModel {
@@ -302,31 +348,10 @@ mod tests {
             attention_us: 0.5,
             ..LatencyModel::constant(0.0)
         };
-        let mut points = Vec::new();
-        for parallel in [1, 2, 4, 8, 16, 32] {
-            let p = Point::Decode {
-                parallel,
-                context: 200,
-                tpot_ms: 0.0,
-            };
-            points.push(Point::Decode {
-                parallel,
-                context: 200,
-                tpot_ms: p.predicted(&truth),
-            });
-        }
-        for tokens in [32, 128, 512, 1024, 3000] {
-            let p = Point::Prefill {
-                tokens,
-                chunk: 2048,
-                ttft_ms: 0.0,
-            };
-            points.push(Point::Prefill {
-                tokens,
-                chunk: 2048,
-                ttft_ms: p.predicted(&truth),
-            });
-        }
+        let points: Vec<Point> = ([1, 2, 4, 8, 16, 32].map(|n| decode(n, 200)).into_iter())
+            .chain([32, 128, 512, 1024, 3000].map(prefill))
+            .map(|p| measured(&truth, p))
+            .collect();
         let f = fit(&points, false);
         assert!(f.max_abs_error < 0.02, "{f:?}");
         assert!((f.model.token_ms - 1.2).abs() < 0.05, "{f:?}");
@@ -343,54 +368,19 @@ mod tests {
             mix_us: 500.0,
             ..LatencyModel::constant(0.0)
         };
-        let observed = |p: Point| match p {
-            Point::Decode {
-                parallel, context, ..
-            } => Point::Decode {
-                parallel,
-                context,
-                tpot_ms: p.predicted(&truth),
-            },
-            Point::Prefill { tokens, chunk, .. } => Point::Prefill {
-                tokens,
-                chunk,
-                ttft_ms: p.predicted(&truth),
-            },
-            Point::Mixed {
-                tokens,
-                decoding,
-                context,
-                ..
-            } => Point::Mixed {
-                tokens,
-                decoding,
-                context,
-                ttft_ms: p.predicted(&truth),
-            },
+        let mixed = |tokens| Point::Mixed {
+            tokens,
+            decoding: 3,
+            context: 150,
+            ttft_ms: 0.0,
         };
-        let mut points = Vec::new();
-        for (parallel, context) in [(1, 100), (2, 100), (4, 100), (1, 1100), (4, 1100)] {
-            points.push(observed(Point::Decode {
-                parallel,
-                context,
-                tpot_ms: 0.0,
-            }));
-        }
-        for tokens in [74, 172, 572, 1107] {
-            points.push(observed(Point::Prefill {
-                tokens,
-                chunk: 2048,
-                ttft_ms: 0.0,
-            }));
-        }
-        for tokens in [146, 438] {
-            points.push(observed(Point::Mixed {
-                tokens,
-                decoding: 3,
-                context: 150,
-                ttft_ms: 0.0,
-            }));
-        }
+        let points: Vec<Point> = [(1, 100), (2, 100), (4, 100), (1, 1100), (4, 1100)]
+            .map(|(n, c)| decode(n, c))
+            .into_iter()
+            .chain([74, 172, 572, 1107].map(prefill))
+            .chain([146, 438].map(mixed))
+            .map(|p| measured(&truth, p))
+            .collect();
         let f = fit(&points, false);
         // The host and weight figures trade off against each other; mix_us is pinned down.
         assert!(f.mean_abs_error < 0.02 && f.max_abs_error < 0.05, "{f:?}");
@@ -409,33 +399,11 @@ mod tests {
             split_equal: true,
             ..LatencyModel::constant(0.0)
         };
-        let mut points = Vec::new();
-        for parallel in 1..=4 {
-            for context in [100, 1100] {
-                let p = Point::Decode {
-                    parallel,
-                    context,
-                    tpot_ms: 0.0,
-                };
-                points.push(Point::Decode {
-                    parallel,
-                    context,
-                    tpot_ms: p.predicted(&truth),
-                });
-            }
-        }
-        for tokens in [76, 180, 572, 1118] {
-            let p = Point::Prefill {
-                tokens,
-                chunk: 2048,
-                ttft_ms: 0.0,
-            };
-            points.push(Point::Prefill {
-                tokens,
-                chunk: 2048,
-                ttft_ms: p.predicted(&truth),
-            });
-        }
+        let points: Vec<Point> = (1..=4)
+            .flat_map(|n| [decode(n, 100), decode(n, 1100)])
+            .chain([76, 180, 572, 1118].map(prefill))
+            .map(|p| measured(&truth, p))
+            .collect();
         let f = fit(&points, true);
         assert_eq!(f.model.tile, 4, "{f:?}");
         assert!(f.model.split_equal);
