@@ -67,15 +67,6 @@ impl Point {
                 context,
                 ..
             } => {
-                let load = StepLoad {
-                    prefill: tokens,
-                    decoding,
-                    running: decoding + 1,
-                    sequences: decoding + 1,
-                    context: decoding * context,
-                    pairs: pairs(0, tokens) + decoding * context,
-                    ..Default::default()
-                };
                 let mut work = vec![
                     Work {
                         context,
@@ -89,7 +80,7 @@ impl Point {
                     tokens,
                     decoding: false,
                 });
-                decode_step(m, decoding, context) / 2.0 + m.step_of(&load, &work)
+                decode_step(m, decoding, context) / 2.0 + m.step_of(&work, decoding + 1, 0.0)
             }
         }
     }

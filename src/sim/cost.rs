@@ -108,6 +108,30 @@ pub fn pairs(c: usize, t: usize) -> usize {
     t * c + t * (t + 1) / 2
 }
 
+impl StepLoad {
+    /// The load of each sequence's `work` (a decoding sequence reads its context), with
+    /// `running` sequences held and `mask_ms` of grammar masks.
+    pub fn of(work: &[Work], running: usize, mask_ms: f64) -> Self {
+        let mut l = StepLoad {
+            running,
+            sequences: work.len(),
+            mask_ms,
+            ..Default::default()
+        };
+        for w in work {
+            if w.decoding {
+                l.decoding += 1;
+                l.context += w.context;
+                l.pairs += w.context;
+            } else {
+                l.prefill += w.tokens;
+                l.pairs += pairs(w.context, w.tokens);
+            }
+        }
+        l
+    }
+}
+
 impl LatencyModel {
     /// Every step takes `step_ms`, whatever it holds (the fault tests' server).
     pub fn constant(step_ms: f64) -> Self {
@@ -142,15 +166,15 @@ impl LatencyModel {
         self.step_ms + self.seq_ms * l.running as f64 + l.mask_ms + mix + compute.max(memory)
     }
 
-    /// The time of a step whose load is `load`, made of each sequence's `work`: one model run
-    /// over all of it, or under `split_equal` one per micro-batch (the host's part per sequence
-    /// and the grammar masks are paid once).
-    pub fn step_of(&self, load: &StepLoad, work: &[Work]) -> f64 {
+    /// The time of a step of each sequence's `work` with `running` sequences held and
+    /// `mask_ms` of grammar masks: one model run over all of it, or under `split_equal` one per
+    /// micro-batch (the host's part per sequence and the masks are paid once).
+    pub fn step_of(&self, work: &[Work], running: usize, mask_ms: f64) -> f64 {
         if !self.split_equal || work.len() < 2 {
-            return self.step(load);
+            return self.step(&StepLoad::of(work, running, mask_ms));
         }
         let mut done = vec![0; work.len()];
-        let mut ms = self.seq_ms * load.running as f64 + load.mask_ms;
+        let mut ms = self.seq_ms * running as f64 + mask_ms;
         loop {
             let live: Vec<usize> = (0..work.len())
                 .filter(|&i| done[i] < work[i].tokens)
@@ -158,23 +182,15 @@ impl LatencyModel {
             let Some(m) = live.iter().map(|&i| work[i].tokens - done[i]).min() else {
                 return ms;
             };
-            let mut u = StepLoad {
-                sequences: live.len(),
-                ..Default::default()
-            };
-            for &i in &live {
-                let c = work[i].context + done[i];
-                if work[i].decoding {
-                    u.decoding += 1;
-                    u.context += c;
-                    u.pairs += c;
-                } else {
-                    u.prefill += m;
-                    u.pairs += pairs(c, m);
-                }
-                done[i] += m;
-            }
-            ms += self.step(&u);
+            let micro: Vec<Work> = (live.iter())
+                .map(|&i| Work {
+                    context: work[i].context + done[i],
+                    tokens: m,
+                    ..work[i]
+                })
+                .collect();
+            live.iter().for_each(|&i| done[i] += m);
+            ms += self.step(&StepLoad::of(&micro, 0, 0.0));
         }
     }
 
@@ -357,20 +373,24 @@ mod tests {
                 decoding: false,
             },
         ];
-        let load = StepLoad {
-            prefill: 100,
-            decoding: 2,
-            running: 3,
-            sequences: 3,
-            mask_ms: 0.5,
-            ..Default::default()
-        };
+        assert_eq!(
+            StepLoad::of(&work, 3, 0.5),
+            StepLoad {
+                prefill: 100,
+                decoding: 2,
+                running: 3,
+                sequences: 3,
+                mask_ms: 0.5,
+                context: 100,
+                pairs: 100 + pairs(0, 100),
+            }
+        );
         // Host 3·1 + 0.5 once; a micro-batch of 3 tokens (2 + 3), then one of 99 (2 + 99).
-        assert_eq!(m.step_of(&load, &work), 3.5 + 5.0 + 101.0);
+        assert_eq!(m.step_of(&work, 3, 0.5), 3.5 + 5.0 + 101.0);
         let unsplit = LatencyModel {
             split_equal: false,
             ..m
         };
-        assert_eq!(unsplit.step_of(&load, &work), 2.0 + 3.0 + 0.5 + 102.0);
+        assert_eq!(unsplit.step_of(&work, 3, 0.5), 2.0 + 3.0 + 0.5 + 102.0);
     }
 }

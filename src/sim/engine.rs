@@ -80,9 +80,10 @@ struct Engine {
 struct Batch {
     /// Token budget still free.
     budget: usize,
-    load: StepLoad,
-    /// Each sequence's part of the load.
+    /// Each sequence's part of the step.
     work: Vec<Work>,
+    /// The decoding sequences' grammar masks, ms in all.
+    mask_ms: f64,
     prompt_tokens: u64,
     cached_tokens: u64,
     preempted: u64,
@@ -133,7 +134,7 @@ impl Engine {
     async fn step(&mut self, stats: &Mutex<EngineStats>) {
         self.order_waiting();
         let batch = self.schedule();
-        let step_ms = self.cfg.latency.step_of(&batch.load, &batch.work);
+        let step_ms = (self.cfg.latency).step_of(&batch.work, self.running.len(), batch.mask_ms);
         self.sleep(step_ms).await;
         let now = Instant::now();
         let mut st = crate::domain::lock(stats);
@@ -143,7 +144,10 @@ impl Engine {
         st.seq_steps += self.running.len() as u64;
         st.prompt_tokens += batch.prompt_tokens;
         st.cached_tokens += batch.cached_tokens;
-        st.prefill_tokens += batch.load.prefill as u64;
+        st.prefill_tokens += (batch.work.iter())
+            .filter(|w| !w.decoding)
+            .map(|w| w.tokens as u64)
+            .sum::<u64>();
         st.preemptions += batch.preempted;
         self.decode(now, &mut st);
         self.finish(now, &mut st);
@@ -179,17 +183,13 @@ impl Engine {
             let to = Held::of(s.context() + 1, s.blocks.len(), self.cfg.block_size);
             self.kv.grow(&s.blocks, s.held, to);
             s.held = to;
-            batch.load.context += s.context();
-            batch.load.pairs += s.context();
-            batch.load.mask_ms += s.mask_ms;
+            batch.mask_ms += s.mask_ms;
             batch.work.push(Work {
                 context: s.context(),
                 tokens: 1,
                 decoding: true,
             });
         }
-        batch.load.decoding = decoding.len();
-        batch.load.sequences = decoding.len();
         batch.budget = self
             .cfg
             .max_num_batched_tokens
@@ -203,7 +203,6 @@ impl Engine {
         if batch.preempted == 0 {
             self.admit_waiting(&mut batch);
         }
-        batch.load.running = self.running.len();
         batch
     }
 
@@ -253,15 +252,12 @@ impl Engine {
         }
         self.kv.grow(&s.blocks, s.held, to);
         s.held = to;
-        batch.load.pairs += pairs(s.context(), t);
         batch.work.push(Work {
             context: s.context(),
             tokens: t,
             decoding: false,
         });
         s.computed += t;
-        batch.load.prefill += t;
-        batch.load.sequences += 1;
         batch.budget -= t;
         true
     }
