@@ -5,6 +5,7 @@
 use palate::bench::calibrate::{calibrate, CalibrateSpec};
 use palate::bench::fit::Point;
 use palate::bench::{Mode, ModeSpec, WorkloadSpec};
+use palate::domain::Kind;
 use palate::sim::{EngineConfig, LatencyModel, PrefixCacheKind, Profile, SimConfig, SimServer};
 
 mod common;
@@ -141,7 +142,9 @@ async fn calibration_recovers_a_known_cost_model() {
 }
 
 /// `--replay-outputs`: each kind's answers take the profile's lengths in order, in turn, as the
-/// real run's answers did (the calibration check's simulator run).
+/// real run's answers did (the calibration check's simulator run); a request whose
+/// `X-Request-Id` names a restaurant of the list takes that restaurant's next answer, whatever
+/// order the restaurants' requests arrive in.
 #[tokio::test]
 async fn replayed_answers_take_the_listed_lengths_in_order() {
     let outputs = palate::sim::OutputModel {
@@ -149,6 +152,7 @@ async fn replayed_answers_take_the_listed_lengths_in_order() {
         per_item: false,
         invalid_rate: 0.0,
         mask_ms: None,
+        restaurants: vec!["a".into(), "b/2".into(), "a".into()],
     };
     let server = SimServer::start(SimConfig {
         engine: EngineConfig {
@@ -164,26 +168,37 @@ async fn replayed_answers_take_the_listed_lengths_in_order() {
     .unwrap();
     let http = reqwest::Client::new();
     let mut lengths = Vec::new();
-    for _ in 0..4 {
+    for (n, restaurant) in [
+        None,
+        Some("b/2"),
+        Some("a"),
+        None,
+        Some("a"),
+        Some("a"),
+        None,
+        None,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let body = serde_json::json!({"model": "sim", "max_tokens": 400, "stream": true,
             "stream_options": {"include_usage": true},
             "messages": [{"role": "user", "content": "summarise"}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "summary",
                 "schema": {"type": "object", "properties": {"summary": {"type": "string"}},
                            "required": ["summary"]}}}});
-        let text = (http.post(format!("{}/chat/completions", server.url)))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let mut rq = http.post(format!("{}/chat/completions", server.url));
+        if let Some(r) = restaurant {
+            let id = palate::infer::request_id::format(r, Kind::Summary, 1, &n.to_string());
+            rq = rq.header(palate::infer::request_id::HEADER, id);
+        }
+        let text = rq.json(&body).send().await.unwrap().text().await.unwrap();
         let usage = palate::infer::sse::events(text.as_bytes())
             .iter()
             .filter_map(|e| serde_json::from_str::<serde_json::Value>(e).ok())
             .find_map(|v| v["usage"]["completion_tokens"].as_u64());
         lengths.push(usage.unwrap());
     }
-    assert_eq!(lengths, [3, 50, 7, 3]);
+    // Unnamed requests walk the whole list; named ones their restaurant's answers only.
+    assert_eq!(lengths, [3, 50, 3, 50, 7, 3, 7, 3]);
 }

@@ -344,6 +344,26 @@ async fn priority_is_sent_only_to_a_server_that_schedules_by_it() {
     assert!(e.to_string().contains("priority"), "{}", e.to_string());
 }
 
+/// Every attempt names its restaurant in `X-Request-Id`: the simulator replaying a run gives it
+/// that restaurant's answer (40 tokens), not the next in the run's order (5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_names_its_restaurant_in_its_request_id() {
+    let req = chat_request(&plan());
+    let outputs = palate::sim::OutputModel {
+        tokens: vec![5, 40],
+        per_item: false,
+        invalid_rate: 0.0,
+        mask_ms: None,
+        restaurants: vec!["another".into(), req.restaurant_id.clone()],
+    };
+    let mut cfg = sim_config(&["m"], FaultPlan::default());
+    cfg.outputs = [(req.kind.as_str().to_string(), outputs)].into();
+    cfg.replay_outputs = true;
+    let sim = SimServer::start(cfg).await.unwrap();
+    let o = client(&[sim.url.as_str()], "m", |_| {}).chat(&req).await;
+    assert_eq!(o.metrics[0].completion_tokens, Some(40), "{:?}", o.metrics);
+}
+
 /// A server that behaves like llama.cpp's: it answers with `Connection: keep-alive`, then
 /// closes the connection when the next request arrives on it, without answering.
 async fn closes_kept_alive_connections() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {

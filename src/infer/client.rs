@@ -1,12 +1,15 @@
 //! [`OpenAiClient`]: streamed chat completions against one or more OpenAI-compatible base URLs,
 //! with palate's queue, retries and fallback chain around each request.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::{Duration, Instant};
 
 use super::body::Body;
+use super::request_id;
 use super::retry::{self, RetryPolicy};
 use super::schedule::Scheduler;
 use super::stream::{self, Measured};
@@ -36,6 +39,9 @@ pub struct OpenAiClient {
     send_priority: bool,
     retry: RetryPolicy,
     sched: Scheduler,
+    /// A random tag and the HTTP attempts sent: the last part of each one's [`request_id`].
+    tag: u32,
+    sent: AtomicU64,
 }
 
 /// Who an HTTP attempt was for and where it went: the identifying half of its metrics row.
@@ -167,6 +173,8 @@ impl OpenAiClient {
             send_priority: cfg.send_priority,
             retry: cfg.retry(),
             sched: Scheduler::new(cfg.schedule(), cfg.endpoints.len()),
+            tag: fastrand::u32(..),
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -270,7 +278,10 @@ impl OpenAiClient {
                 queue_ms: millis(waited.elapsed()),
                 started_at: now(),
             };
-            let a = self.once(ep, &body).await;
+            let sent = self.sent.fetch_add(1, Ordering::Relaxed);
+            let tagged = format!("{:08x}-{sent}", self.tag);
+            let rid = request_id::format(&req.restaurant_id, req.kind, req.attempt, &tagged);
+            let a = self.once(ep, &body, &rid).await;
             let transient = matches!(&a.result, Err(e) if e.class() == ErrorClass::Transient);
             if let Some(d) = self.sched.report(slot.endpoint, !transient) {
                 tracing::warn!(endpoint = %ep.shown, eject_s = d.as_secs(), "endpoint keeps failing; ejected");
@@ -293,11 +304,11 @@ impl OpenAiClient {
     }
 
     /// One HTTP attempt.
-    async fn once(&self, ep: &Endpoint, body: &Bytes) -> Attempted {
+    async fn once(&self, ep: &Endpoint, body: &Bytes, rid: &str) -> Attempted {
         let t0 = Instant::now();
         let mut measured = Measured::default();
         let mut retry_after = None;
-        let attempt = self.attempt(ep, body, t0, &mut measured, &mut retry_after);
+        let attempt = self.attempt(ep, body, rid, t0, &mut measured, &mut retry_after);
         let result = match tokio::time::timeout(self.request_timeout, attempt).await {
             Ok(r) => r,
             Err(_) => Err(InferError::Transient(format!(
@@ -319,6 +330,7 @@ impl OpenAiClient {
         &self,
         ep: &Endpoint,
         body: &Bytes,
+        rid: &str,
         t0: Instant,
         measured: &mut Measured,
         retry_after: &mut Option<Duration>,
@@ -326,6 +338,7 @@ impl OpenAiClient {
         let resp = retry::send(|| {
             let rq = (self.http.post(&ep.chat_url))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .header(request_id::HEADER, rid)
                 .body(body.clone());
             match &self.api_key {
                 Some(k) => rq.bearer_auth(k.expose()),

@@ -10,6 +10,7 @@
 mod body;
 mod client;
 mod config;
+pub mod request_id;
 pub mod retry;
 pub mod schedule;
 pub mod sse;

@@ -118,6 +118,9 @@ async fn route(state: Arc<State>, req: Request<Incoming>, kill: Arc<Notify>) -> 
 
 async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Response<Body> {
     let n = state.requests.fetch_add(1, Ordering::Relaxed);
+    let restaurant = (req.headers().get(crate::infer::request_id::HEADER))
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::infer::request_id::restaurant);
     let body = match read_body(req).await {
         Ok(body) => body,
         Err((status, message)) => return error(status, &message),
@@ -131,7 +134,7 @@ async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Respo
         return r;
     }
     let prompt = prompt_text(&body);
-    let output = answer(state, &body, n, fault);
+    let output = answer(state, &body, restaurant.as_deref(), n, fault);
     let kind = body["response_format"]["json_schema"]["name"].as_str();
     let mask_ms = kind
         .and_then(|k| state.cfg.outputs.get(k))
@@ -237,33 +240,35 @@ fn prompt_text(body: &Value) -> String {
 
 /// The answer's tokens: an instance of the requested JSON schema, cut in half for
 /// [`Fault::TruncatedJson`]. Where the profile has a length model for the schema's kind, the
-/// answer takes a drawn number of tokens, and a drawn share of answers is cut in half (invalid,
-/// as the share of the real run's answers that palate refused).
-fn answer(state: &State, body: &Value, n: u64, fault: Option<Fault>) -> Vec<String> {
+/// answer takes a drawn number of tokens (under `replay_outputs`, the real run's next answer for
+/// the request's restaurant), and a drawn share of answers is cut in half (invalid, as the share
+/// of the real run's answers that palate refused).
+fn answer(
+    state: &State,
+    body: &Value,
+    restaurant: Option<&str>,
+    n: u64,
+    fault: Option<Fault>,
+) -> Vec<String> {
     let format = &body["response_format"]["json_schema"];
     let schema = &format["schema"];
     let mut answer = content::instance(schema, state.cfg.faults.seed ^ n).to_string();
     let kind = format["name"].as_str().unwrap_or("");
     let (length, invalid) = match state.cfg.outputs.get(kind) {
         Some(m) => {
-            let mut rng = lock(&state.rng);
             let items = if m.per_item {
                 schema["required"].as_array().map_or(1, Vec::len).max(1)
             } else {
                 1
             };
-            let next = |rng: &mut fastrand::Rng| {
-                let i = if state.cfg.replay_outputs {
-                    let mut replayed = lock(&state.replayed);
-                    let i = replayed.entry(kind.to_string()).or_insert(0);
-                    *i += 1;
-                    (*i - 1) % m.tokens.len()
-                } else {
-                    rng.usize(..m.tokens.len())
-                };
-                m.tokens[i] as usize
+            let mut rng = lock(&state.rng);
+            let length = if state.cfg.replay_outputs {
+                state.replayed(kind, restaurant, m) * items
+            } else {
+                (0..items)
+                    .map(|_| m.tokens[rng.usize(..m.tokens.len())] as usize)
+                    .sum()
             };
-            let length: usize = (0..items).map(|_| next(&mut rng)).sum();
             (Some(length), rng.f64() < m.invalid_rate)
         }
         None => (None, false),

@@ -43,7 +43,8 @@ pub struct SimConfig {
     /// Answer lengths and refusals by kind; a kind without one answers the schema's instance,
     /// always valid.
     pub outputs: BTreeMap<String, OutputModel>,
-    /// Each kind's lengths in the order listed, in turn, rather than drawn.
+    /// Each kind's lengths in the order listed, in turn, rather than drawn: each restaurant's
+    /// own where the request names one the list has (palate's `X-Request-Id`).
     pub replay_outputs: bool,
 }
 
@@ -83,8 +84,8 @@ struct State {
     /// accepts and requests interleave.
     conn_rng: Mutex<fastrand::Rng>,
     injected: Mutex<BTreeMap<Fault, u64>>,
-    /// Under `replay_outputs`: the next length of each kind.
-    replayed: Mutex<BTreeMap<String, usize>>,
+    /// Under `replay_outputs`: answers given so far, by kind and restaurant.
+    replayed: Mutex<BTreeMap<(String, Option<String>), usize>>,
     close_connections: bool,
 }
 
@@ -168,5 +169,25 @@ impl State {
             *lock(&self.injected).entry(k).or_default() += 1;
         }
         fault
+    }
+
+    /// Under `replay_outputs`: the next answer length of `kind` in the listed order, counting
+    /// only `restaurant`'s when the list names that restaurant, so each restaurant gets its own
+    /// answers whatever order its requests arrive in.
+    fn replayed(&self, kind: &str, restaurant: Option<&str>, m: &OutputModel) -> usize {
+        let restaurant = restaurant.filter(|r| m.restaurants.iter().any(|x| x == r));
+        let mut given = lock(&self.replayed);
+        let i = given
+            .entry((kind.to_string(), restaurant.map(str::to_string)))
+            .or_insert(0);
+        let theirs: Vec<u32> = match restaurant {
+            Some(r) => (m.tokens.iter().zip(&m.restaurants))
+                .filter(|(_, x)| *x == r)
+                .map(|(t, _)| *t)
+                .collect(),
+            None => m.tokens.clone(),
+        };
+        *i += 1;
+        theirs[(*i - 1) % theirs.len()] as usize
     }
 }

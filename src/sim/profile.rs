@@ -49,7 +49,7 @@ impl Default for TokenRates {
 }
 
 /// One kind of answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputModel {
     /// Observed completion lengths, drawn from uniformly.
@@ -64,6 +64,10 @@ pub struct OutputModel {
     /// The grammar's mask per decode step for this kind's schema, ms (else the engine's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_ms: Option<f64>,
+    /// The restaurant each of `tokens` answered for, when read from a run: a replay gives each
+    /// restaurant its own answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restaurants: Vec<String>,
 }
 
 impl Profile {
@@ -99,6 +103,10 @@ impl Profile {
                 !o.tokens.is_empty() && (0.0..=1.0).contains(&o.invalid_rate),
                 "outputs.{kind}: tokens must not be empty and invalid_rate must be in 0..=1"
             );
+            anyhow::ensure!(
+                o.restaurants.is_empty() || o.restaurants.len() == o.tokens.len(),
+                "outputs.{kind}: restaurants must name one restaurant for each of tokens"
+            );
         }
         Ok(())
     }
@@ -124,7 +132,7 @@ pub fn outputs_from_run(
         None => latest_run(&conn, db)?,
     };
     let mut stmt = conn.prepare(
-        "SELECT kind, completion_tokens, error_class = 'invalid_output' FROM vllm_metrics
+        "SELECT kind, completion_tokens, error_class = 'invalid_output', restaurant_id FROM vllm_metrics
          WHERE run_id = ?1 AND status = 'ok' AND completion_tokens IS NOT NULL ORDER BY id",
     )?;
     let mut out: BTreeMap<String, (OutputModel, u32)> = BTreeMap::new();
@@ -133,21 +141,18 @@ pub fn outputs_from_run(
             r.get::<_, String>(0)?,
             r.get::<_, u32>(1)?,
             r.get::<_, Option<bool>>(2)?,
+            r.get::<_, String>(3)?,
         ))
     })?;
     for row in rows {
-        let (kind, tokens, invalid) = row?;
+        let (kind, tokens, invalid, restaurant) = row?;
         let per_item = kind == "sentiment";
         let e = out.entry(kind).or_insert_with(|| {
-            (
-                OutputModel {
-                    tokens: Vec::new(),
-                    per_item,
-                    invalid_rate: 0.0,
-                    mask_ms: None,
-                },
-                0,
-            )
+            let o = OutputModel {
+                per_item,
+                ..OutputModel::default()
+            };
+            (o, 0)
         });
         let n = if per_item {
             tokens.div_ceil(reviews_per_sentiment.max(1))
@@ -155,6 +160,7 @@ pub fn outputs_from_run(
             tokens
         };
         e.0.tokens.push(n);
+        e.0.restaurants.push(restaurant);
         e.1 += u32::from(invalid.unwrap_or(false));
     }
     anyhow::ensure!(
