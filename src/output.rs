@@ -1,7 +1,7 @@
 //! output: everything palate prints for people. Logs go through `tracing`; this module is the
 //! only place that writes results and summaries to stdout.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -10,6 +10,21 @@ use crate::ingest::IngestReport;
 use crate::metrics::{fmt_ms, RunSummary};
 use crate::pipeline::RestaurantOutcome;
 use crate::store::StoredResult;
+
+/// This module's `println!`: where std's panics when the reader went away (`palate … | head`),
+/// this one drops the rest of the output and the work goes on.
+macro_rules! println {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
+/// This module's `eprintln!`, which never panics either.
+macro_rules! eprintln {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
 
 pub fn line(s: &str) {
     println!("{s}");
