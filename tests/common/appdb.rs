@@ -86,9 +86,14 @@ impl MariaDb {
         };
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        // Temporary tables in a folder of its own: two installs at once in the shared /tmp
+        // failed once ("Could not remove temporary table ... Unknown table 'mysql.tmp_user_sys'").
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         let mut cmd = Command::new(install);
         cmd.arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         if is_root() {
             cmd.arg("--user=root");
@@ -127,7 +132,8 @@ impl MariaDb {
         let d = self.dir.path();
         let mut cmd = Command::new(&self.mariadbd);
         cmd.arg("--no-defaults")
-            .arg(format!("--datadir={}", d.join("data").display()));
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--tmpdir={}", d.join("tmp").display()));
         if is_root() {
             cmd.arg("--user=root");
         }
