@@ -180,14 +180,16 @@ impl State {
         let i = given
             .entry((kind.to_string(), restaurant.map(str::to_string)))
             .or_insert(0);
-        let theirs: Vec<u32> = match restaurant {
-            Some(r) => (m.tokens.iter().zip(&m.restaurants))
-                .filter(|(_, x)| *x == r)
-                .map(|(t, _)| *t)
-                .collect(),
-            None => m.tokens.clone(),
-        };
+        let n = *i;
         *i += 1;
-        theirs[(*i - 1) % theirs.len()] as usize
+        let theirs = || {
+            (m.tokens.iter().enumerate())
+                .filter(move |(j, _)| {
+                    restaurant.is_none_or(|r| m.restaurants.get(*j).is_some_and(|x| x == r))
+                })
+                .map(|(_, t)| *t as usize)
+        };
+        // `restaurant` is one the list names, so `theirs` is never empty.
+        theirs().nth(n % theirs().count()).unwrap_or_default()
     }
 }
