@@ -319,7 +319,7 @@ restaurant p50/p95 {:.1}/{:.1} s",
 pub fn calibration(c: &crate::bench::calibrate::Calibration) {
     use crate::bench::fit::Point;
     println!(
-        "{:<34} {:>12} {:>12} {:>8}",
+        "{:<44} {:>12} {:>12} {:>8}",
         "point", "observed", "fitted", "error"
     );
     for (p, predicted) in &c.points {
@@ -327,14 +327,19 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
             Point::Decode {
                 parallel, context, ..
             } => format!("decode x{parallel} (context {context})"),
-            Point::Prefill { tokens, .. } => format!("prefill {tokens} tokens"),
+            Point::Prefill { tokens, cached, .. } => {
+                format!("prefill {tokens} tokens, {cached} cached")
+            }
             Point::Mixed {
-                tokens, decoding, ..
-            } => format!("prefill {tokens} beside {decoding} decoding"),
+                tokens,
+                cached,
+                decoding,
+                ..
+            } => format!("prefill {tokens} tokens, {cached} cached, beside {decoding}"),
         };
         let o = p.observed();
         println!(
-            "{name:<34} {o:>9.1} ms {predicted:>9.1} ms {:>+7.1}%",
+            "{name:<44} {o:>9.1} ms {predicted:>9.1} ms {:>+7.1}%",
             100.0 * (predicted - o) / o.max(1e-9)
         );
     }

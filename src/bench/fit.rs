@@ -15,17 +15,20 @@ pub enum Point {
         context: usize,
         tpot_ms: f64,
     },
-    /// One prompt of `tokens` prefilled alone (in chunks of `chunk`): the time to first token.
+    /// One prompt prefilled alone, `tokens` computed (in chunks of `chunk`) after `cached`
+    /// tokens its slot already held (the chat template's shared start): the time to first token.
     Prefill {
         tokens: usize,
+        cached: usize,
         chunk: usize,
         ttft_ms: f64,
     },
-    /// One prompt of `tokens` (at most a chunk) sent while `decoding` sequences decode with
-    /// `context` tokens each: its time to first token, one step of all of them after waiting
-    /// out, on average, half a decode step.
+    /// One prompt of `tokens` (at most a chunk) computed after `cached`, sent while `decoding`
+    /// sequences decode with `context` tokens each: its time to first token, one step of all of
+    /// them after waiting out, on average, half a decode step.
     Mixed {
         tokens: usize,
+        cached: usize,
         decoding: usize,
         context: usize,
         ttft_ms: f64,
@@ -46,7 +49,12 @@ impl Point {
             Point::Decode {
                 parallel, context, ..
             } => decode_step(m, parallel, context),
-            Point::Prefill { tokens, chunk, .. } => {
+            Point::Prefill {
+                tokens,
+                cached,
+                chunk,
+                ..
+            } => {
                 let chunk = chunk.max(1);
                 (0..tokens.div_ceil(chunk))
                     .map(|i| {
@@ -55,7 +63,7 @@ impl Point {
                             prefill: t,
                             running: 1,
                             sequences: 1,
-                            pairs: pairs(i * chunk, t),
+                            pairs: pairs(cached + i * chunk, t),
                             ..Default::default()
                         })
                     })
@@ -63,6 +71,7 @@ impl Point {
             }
             Point::Mixed {
                 tokens,
+                cached,
                 decoding,
                 context,
                 ..
@@ -76,7 +85,7 @@ impl Point {
                     decoding
                 ];
                 work.push(Work {
-                    context: 0,
+                    context: cached,
                     tokens,
                     decoding: false,
                 });
@@ -293,39 +302,20 @@ mod tests {
     fn prefill(tokens: usize) -> Point {
         Point::Prefill {
             tokens,
+            cached: 0,
             chunk: 2048,
             ttft_ms: 0.0,
         }
     }
 
     /// `p` as a server whose steps cost what `truth` says would measure it.
-    fn measured(truth: &LatencyModel, p: Point) -> Point {
+    fn measured(truth: &LatencyModel, mut p: Point) -> Point {
         let v = p.predicted(truth);
-        match p {
-            Point::Decode {
-                parallel, context, ..
-            } => Point::Decode {
-                parallel,
-                context,
-                tpot_ms: v,
-            },
-            Point::Prefill { tokens, chunk, .. } => Point::Prefill {
-                tokens,
-                chunk,
-                ttft_ms: v,
-            },
-            Point::Mixed {
-                tokens,
-                decoding,
-                context,
-                ..
-            } => Point::Mixed {
-                tokens,
-                decoding,
-                context,
-                ttft_ms: v,
-            },
+        match &mut p {
+            Point::Decode { tpot_ms, .. } => *tpot_ms = v,
+            Point::Prefill { ttft_ms, .. } | Point::Mixed { ttft_ms, .. } => *ttft_ms = v,
         }
+        p
     }
 
     #[test]
@@ -361,6 +351,7 @@ mod tests {
         };
         let mixed = |tokens| Point::Mixed {
             tokens,
+            cached: 0,
             decoding: 3,
             context: 150,
             ttft_ms: 0.0,
@@ -410,6 +401,7 @@ mod tests {
         };
         let p = Point::Prefill {
             tokens: 5000,
+            cached: 0,
             chunk: 2048,
             ttft_ms: 0.0,
         };

@@ -83,6 +83,8 @@ pub struct Sample {
     pub ttft_ms: f64,
     pub e2e_ms: f64,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those the server's prefix cache already held.
+    pub cached_tokens: usize,
     pub completion_tokens: usize,
 }
 
@@ -166,6 +168,8 @@ impl Server {
                 if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
                     s.prompt_tokens = u["prompt_tokens"].as_u64().unwrap_or(0) as usize;
                     s.completion_tokens = u["completion_tokens"].as_u64().unwrap_or(0) as usize;
+                    s.cached_tokens = (u["prompt_tokens_details"]["cached_tokens"].as_u64())
+                        .unwrap_or(0) as usize;
                 }
             }
         }
