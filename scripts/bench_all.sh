@@ -7,8 +7,6 @@ cd "$(dirname "$0")/.."
 OUT=${PALATE_BENCH_OUT:-out/bench}
 mkdir -p "$OUT"
 scripts/bench_calibrate.sh
-# The fitted step cost against every step of a real job (needs perf; skipped without it).
-if command -v perf > /dev/null; then scripts/bench_steps.sh > /dev/null; else echo "bench_all: skipped bench_steps.sh: no perf" >&2; fi
 REPEATS=${REPEATS:-3} scripts/bench_llama.sh
 REPEATS=${REPEATS:-3} scripts/bench_scheduling.sh
 cargo build --release --locked --quiet ${QDRANT_URL:+--features qdrant}

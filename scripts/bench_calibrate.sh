@@ -13,6 +13,9 @@
 # and before and after each llama-server job, and each repeat also runs the simulator slowed by the
 # ratio (--time-scale): the check is reported both ways, raw and with the drift taken out.
 # (The ratio: the mean of the probes around the job over the mean of those around the sweep.)
+# Each repeat's llama-server logs every step (--debug-log) to llama-server-I.log, and
+# `palate bench steps` prices each of those steps with the fitted profile (steps-table.txt):
+# the same steps on both sides, so which requests ran together does not enter.
 #   scripts/bench_calibrate.sh          writes out/bench/calibration.{json,txt}, the profile
 #                                       out/bench/profile-fitted.toml and calibration-check.json
 #   REFIT=0 scripts/bench_calibrate.sh  keeps the profile and step 1's database, and only checks
@@ -30,10 +33,10 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 pid=
 trap '[ -z "$pid" ] || kill "$pid" 2>/dev/null; wait 2>/dev/null || true' EXIT
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=; }
-llama() { # a fresh llama-server on a free port; its URL in $url
+llama() { # a fresh llama-server on a free port, logging to $OUT/$1 (every step with --debug-log as $2); its URL in $url
   local p; p=$(port)
   "$CACHE/llm/venv/bin/python" scripts/serve_llm.py --model "$CACHE/llm/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
-    --alias $MODEL --port "$p" --ctx 32768 --parallel 4 --threads 2 --metrics > "$OUT/llama-server.log" 2>&1 &
+    --alias $MODEL --port "$p" --ctx 32768 --parallel 4 --threads 2 --metrics ${2:-} > "$OUT/$1" 2>&1 &
   pid=$!
   for _ in $(seq 1 240); do curl -sf "http://127.0.0.1:$p/health" > /dev/null && break; sleep 0.5; done
   url=http://127.0.0.1:$p/v1
@@ -61,7 +64,7 @@ job=(--job "$OUT/calib-job.toml" --embed-model-dir "$CACHE/models/me5" --ort-dyl
 if [ "${REFIT:-1}" != 0 ] || [ ! -f "$OUT/profile-fitted.toml" ] || [ ! -f "$OUT/calib-base.db" ]; then
   rm -f "$OUT"/calib-*.db*
   echo "== the demo job against llama-server (vectors, answer lengths)" >&2
-  llama
+  llama llama-server.log
   run "${job[@]}" --database "$OUT/calib-base.db" --endpoint "$url" --force
   echo "== calibrating against llama-server" >&2
   probe "$OUT/probe-calibration-before.json"
@@ -83,7 +86,7 @@ for i in $(seq 1 "$REPEATS"); do
   echo "== repeat $i of $REPEATS: llama-server, then the fitted simulator (raw, drift taken out)" >&2
   rm -f "$OUT/calib-llama-$i".db* "$OUT/calib-sim-$i".db* "$OUT/calib-simd-$i".db*
   for d in llama sim simd; do copy "$OUT/calib-base.db" "$OUT/calib-$d-$i.db"; done
-  llama
+  llama "llama-server-$i.log" --debug-log
   probe "$OUT/probe-$i-before.json"
   run "${job[@]}" --database "$OUT/calib-llama-$i.db" --endpoint "$url" --force
   probe "$OUT/probe-$i-after.json"
@@ -99,7 +102,9 @@ print(round((ms(sys.argv[2]) + ms(sys.argv[3])) / 2 / ms(sys.argv[1]), 4))' \
   run "${job[@]}" --database "$OUT/calib-simd-$i.db" --endpoint "$url" --force
   stop
 done
-# 3. Compare the means of the repeats.
+# 3. Every step of the llama-server runs against the fitted step cost, then the means of the repeats.
+$bin bench steps $(for i in $(seq 1 "$REPEATS"); do echo "$OUT/llama-server-$i.log"; done) \
+  --profile "$OUT/profile-fitted.toml" --json "$OUT/steps.json" > "$OUT/steps-table.txt"
 python3 - "$OUT" "$REPEATS" <<'PY'
 import json, math, sqlite3, statistics, sys
 from datetime import datetime

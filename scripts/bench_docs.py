@@ -87,9 +87,10 @@ def calibration():
     rows = ["| point | observed | fitted | error |", "|---|---:|---:|---:|"]
     for p, pred in c["points"]:
         kind, f = next(iter(p.items()))
+        cached = f", {f['cached']} cached" if f.get("cached") else ""
         name = (f"decode, {f['parallel']} in parallel (context {f['context']})" if kind == "Decode"
-                else f"prefill of {f['tokens']} tokens beside {f['decoding']} decoding" if kind == "Mixed"
-                else f"prefill of {f['tokens']} tokens")
+                else f"prefill of {f['tokens']} tokens{cached}, beside {f['decoding']} decoding" if kind == "Mixed"
+                else f"prefill of {f['tokens']} tokens{cached}")
         o = f.get("tpot_ms", f.get("ttft_ms"))
         rows.append(f"| {name} | {o:.1f} ms | {pred:.1f} ms | {100 * (pred - o) / o:+.1f} % |")
     m = c["profile"]["engine"]["latency"]
@@ -102,8 +103,10 @@ attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per contex
 {m.get('mix_us', 0):.1f} µs per token per sequence in the step beyond the first.
 Tokens: {c['tokens']['ascii_chars_per_token']:.2f} ASCII
 characters per token, {c['tokens']['tokens_per_other_char']:.2f} tokens per Hangul character
-(palate's own estimate: 4 and 1.5). On 2 CPU cores llama.cpp is compute-bound: every token of
-a step costs about the same, prefill or decode, and attention makes long contexts dearer.
+(palate's own estimate: 4 and 1.5). On 2 CPU cores every token of a step costs about the same,
+prefill or decode, and a long context makes a step dearer. A prefill point counts only the
+tokens the server computed (its `cached_tokens` taken out): every chat prompt starts with the
+template's system turn, which the slot still holds from the request before.
 """ + (f"""Its matrix kernels take a step's tokens {m['tile']} at a time and compute the rest one by one,
 reading the weights again for each (`tile = {m['tile']}`, {m.get('row_ms', 0):.2f} ms more for each token
 outside a whole tile, the tile the fit chose of 0, 2, 4 and 8): 3 decoding sequences cost more
@@ -139,7 +142,7 @@ JSON schema (medians):
             runs = ", ".join(f"{r['before_ms']:.0f} / {r['after_ms']:.0f} ms (×{r['time_scale']:.3f})"
                              for r in p["runs"])
             body = body.rstrip("\n") + "\n\n**With the machine's drift taken out.** This VM's speed moves by 20–60 % within " \
-                    "an hour, and the fit is up to half an hour older than each job run. " \
+                    "an hour, and the fit is minutes to an hour older than each job run. " \
                     "`scripts/bench_probe.py` times one fixed request on llama-server (a prompt of about " \
                     "300 tokens with no cached prefix, then 64 tokens decoded; llama.cpp's own `timings`, " \
                     f"median of 3): {p['calibration_ms']:.0f} ms around the sweep (mean of before and after), " \
@@ -147,11 +150,12 @@ JSON schema (medians):
                     "slowed by that run's ratio (`bench serve --time-scale`):\n\n" + check_table(d, n)
     steps = load("steps-table.txt")
     if steps:
-        body += "\n\n**Step by step** (`scripts/bench_steps.sh`): every step llama-server ran during one " \
-                "demo job, recorded from its socket writes with `perf` (a step's tokens go out together), " \
-                "against what the fitted profile predicts for the same step's sequences and prompts. " \
-                "Both sides are the same run, so they share which requests ran together; the machine's " \
-                "drift since the calibration still enters.\n\n```\n" + steps.rstrip() + "\n```"
+        body += "\n\n**Step by step** (`palate bench steps`): every step llama-server ran in the check's " \
+                "runs, from its debug log (`scripts/serve_llm.py --debug-log`: each model run's start, " \
+                "the decode tokens and prompts in it), against what the fitted profile's step cost " \
+                "predicts for the same step. Both sides are the same steps, so which requests ran " \
+                "together does not enter; the machine's drift since the calibration does.\n\n```\n" \
+                + steps.rstrip() + "\n```"
     section("Calibration against llama.cpp's server", "scripts/bench_calibrate.sh", body)
 
 

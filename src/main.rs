@@ -44,6 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Bench(BenchSuite::Calibrate(a)) => {
             runtime()?.block_on(commands::bench_calibrate(a))
         }
+        Command::Bench(BenchSuite::Steps(a)) => commands::bench_steps(a),
         Command::Bench(BenchSuite::Selection(a)) => {
             runtime()?.block_on(commands::bench_selection(a))
         }

@@ -202,3 +202,60 @@ async fn replayed_answers_take_the_listed_lengths_in_order() {
     // Unnamed requests walk the whole list; named ones their restaurant's answers only.
     assert_eq!(lengths, [3, 50, 3, 50, 7, 3, 7, 3]);
 }
+
+/// `palate bench steps`: every step of a llama-server debug log priced by a profile, by kind of
+/// step; a log with no step in it (the server ran without `--debug-log`) is an error naming it.
+#[test]
+fn bench_steps_prices_each_step_of_a_debug_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("llama-server.log");
+    std::fs::write(
+        &log,
+        "\
+0.02.023.382 I slot   operator(): id  3 | task 1 | new prompt, n_ctx_slot = 8192, n_keep = 0, task.n_tokens = 958
+0.02.023.387 I slot   operator(): id  3 | task 1 | cached n_tokens = 0, memory_seq_rm [0, end)
+0.02.023.547 D srv        decode: n_batch (effective) = 2048, off = 0
+0.10.099.053 D slot handle_last_: id  3 | task 1 | slot decode token, id=515, n_ctx = 8192, n_tokens = 958, truncated = 0
+0.10.099.695 D srv        decode: n_batch (effective) = 2048, off = 0
+0.10.130.000 D slot handle_last_: id  3 | task 1 | slot decode token, id=11, n_ctx = 8192, n_tokens = 959, truncated = 0
+0.10.130.100 D srv        decode: n_batch (effective) = 2048, off = 0
+",
+    )
+    .unwrap();
+    let json = dir.path().join("steps.json");
+    let profile = common::root().join("data/profiles/qwen2.5-7b-h100.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palate"))
+        .args(["bench", "steps"])
+        .arg(&log)
+        .arg("--profile")
+        .arg(&profile)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("prompt beside 0 decoding") && text.contains("decode ×1"),
+        "{text}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["all"]["steps"], 2, "the last step has no end: {r}");
+    assert!((r["all"]["observed_s"].as_f64().unwrap() - (8.076148 + 0.030405)).abs() < 1e-6);
+
+    let plain = dir.path().join("plain.log");
+    std::fs::write(&plain, "0.02.023.382 I srv  init: model loaded\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_palate"))
+        .args(["bench", "steps"])
+        .arg(&plain)
+        .arg("--profile")
+        .arg(&profile)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain.log") && err.contains("--debug-log"),
+        "{err}"
+    );
+}

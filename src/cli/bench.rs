@@ -16,6 +16,9 @@ pub enum BenchSuite {
     /// grammar's cost, token counts) and fits the simulator's cost model to it; writes the
     /// profile for `palate bench serve --profile` and reports the fit's error.
     Calibrate(Box<CalibrateArgs>),
+    /// Every step in llama-server debug logs (`scripts/serve_llm.py --debug-log`) against a
+    /// profile's step cost, by kind of step (`scripts/bench_steps.sh`).
+    Steps(StepsArgs),
     /// TOP-K + MMR for one restaurant of many reviews, through each vector index backend
     /// (Qdrant with `--qdrant URL`), repeated with the rounds' spread.
     Selection(SelectionArgs),
@@ -171,6 +174,19 @@ pub struct SchedulingArgs {
     #[arg(long)]
     pub export_workload: Option<PathBuf>,
     /// Also append the report as one JSON line here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StepsArgs {
+    /// llama-server debug logs, pooled.
+    #[arg(required = true)]
+    pub logs: Vec<PathBuf>,
+    /// The fitted profile whose step cost prices them.
+    #[arg(long, default_value = "out/bench/profile-fitted.toml")]
+    pub profile: PathBuf,
+    /// Also write the table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }

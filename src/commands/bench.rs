@@ -5,6 +5,7 @@ use anyhow::Context;
 
 use crate::cli::{
     CalibrateArgs, CatalogueArgs, EmbeddingArgs, SchedulingArgs, SelectionArgs, ServeArgs,
+    StepsArgs,
 };
 use crate::config::Config;
 use crate::domain::exit;
@@ -245,6 +246,29 @@ async fn random_vectors(store: &Store, model: &str) -> anyhow::Result<usize> {
             .collect();
         store.put_embeddings(model.to_string(), vecs).await?;
     }
+}
+
+pub fn bench_steps(a: &StepsArgs) -> anyhow::Result<u8> {
+    let profile = crate::sim::Profile::load(&a.profile)?;
+    let mut logs = Vec::new();
+    for path in &a.logs {
+        let text =
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let steps = crate::bench::steps::parse(&String::from_utf8_lossy(&text));
+        anyhow::ensure!(
+            steps.iter().any(|s| s.ms.is_some()),
+            "{}: no timed step (is it a llama-server log with --debug-log?)",
+            path.display()
+        );
+        logs.push((path.display().to_string(), steps));
+    }
+    let report = crate::bench::steps::price(&logs, &profile.engine.latency);
+    output::line(&report.to_string());
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
 }
 
 pub async fn bench_calibrate(a: &CalibrateArgs) -> anyhow::Result<u8> {

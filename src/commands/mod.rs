@@ -21,7 +21,7 @@ mod watchdog;
 
 pub use bench::{
     bench_calibrate, bench_catalogue, bench_embedding, bench_scheduling, bench_selection,
-    bench_serve,
+    bench_serve, bench_steps,
 };
 pub use lock::{db_lock, Lock};
 pub use run::{analyze, run};
