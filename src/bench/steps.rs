@@ -208,6 +208,14 @@ pub fn price(logs: &[(String, Vec<Step>)], model: &LatencyModel) -> StepReport {
 mod tests {
     use super::*;
 
+    fn w(context: usize, tokens: usize, decoding: bool) -> Work {
+        Work {
+            context,
+            tokens,
+            decoding,
+        }
+    }
+
     const LOG: &str = "\
 0.02.023.382 I slot   operator(): id  3 | task 1 | new prompt, n_ctx_slot = 8192, n_keep = 0, task.n_tokens = 958
 0.02.023.387 I slot   operator(): id  3 | task 1 | cached n_tokens = 0, memory_seq_rm [0, end)
@@ -228,11 +236,6 @@ mod tests {
     fn a_debug_log_gives_each_step_its_prompts_decodes_and_time() {
         let steps = parse(LOG);
         assert_eq!(steps.len(), 4);
-        let w = |context, tokens, decoding| Work {
-            context,
-            tokens,
-            decoding,
-        };
         assert_eq!(steps[0].work, [w(0, 958, false)]);
         assert!((steps[0].ms.unwrap() - 8076.148).abs() < 1e-6);
         assert_eq!(steps[1].work, [w(958, 1, true), w(274, 929, false)]);
@@ -249,11 +252,6 @@ mod tests {
     fn a_batch_takes_prompt_tokens_up_to_its_size_and_the_rest_next_step() {
         let log = LOG.replace("(effective) = 2048", "(effective) = 600");
         let steps = parse(&log);
-        let w = |context, tokens, decoding| Work {
-            context,
-            tokens,
-            decoding,
-        };
         assert_eq!(steps[0].work, [w(0, 600, false)]);
         // Slot 1's prompt comes first (slot order), then slot 3's rest.
         assert_eq!(steps[1].work, [w(958, 1, true), w(274, 599, false)]);

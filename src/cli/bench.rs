@@ -17,7 +17,7 @@ pub enum BenchSuite {
     /// profile for `palate bench serve --profile` and reports the fit's error.
     Calibrate(Box<CalibrateArgs>),
     /// Every step in llama-server debug logs (`scripts/serve_llm.py --debug-log`) against a
-    /// profile's step cost, by kind of step (`scripts/bench_steps.sh`).
+    /// profile's step cost, by kind of step (`scripts/bench_calibrate.sh` runs it on its check).
     Steps(StepsArgs),
     /// TOP-K + MMR for one restaurant of many reviews, through each vector index backend
     /// (Qdrant with `--qdrant URL`), repeated with the rounds' spread.
