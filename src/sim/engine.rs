@@ -279,7 +279,7 @@ impl Engine {
             };
             let slot = self.slots.as_ref().and_then(|sl| sl.choose(&s.prompt));
             let cached = match slot {
-                Some((_, held)) => held,
+                Some(c) => c.cached,
                 None => self.cache.hits(&s.blocks) * self.cfg.block_size,
             };
             // At least one token is always computed, as in vLLM and llama.cpp.
@@ -306,10 +306,10 @@ impl Engine {
                 self.waiting.insert(i, s);
                 break;
             }
-            if let (Some(slots), Some((n, _))) = (&mut self.slots, slot) {
+            if let (Some(slots), Some(c)) = (&mut self.slots, slot) {
                 let s = &mut self.running[last];
-                slots.take(n, &s.prompt);
-                s.slot = Some(n);
+                slots.take(&c, &s.prompt);
+                s.slot = Some(c.slot);
             }
         }
     }
@@ -368,10 +368,10 @@ impl Engine {
     }
 }
 
-/// Gives back the llama.cpp slot `s` ran in, if it had one.
+/// Gives back the llama.cpp slot `s` ran in, if it had one, holding its prompt and answer.
 fn release_slot(slots: &mut Option<Slots>, s: &mut Seq) {
     if let (Some(slots), Some(i)) = (slots, s.slot.take()) {
-        slots.release(i);
+        slots.release(i, s.emitted.min(s.target()));
     }
 }
 
