@@ -334,8 +334,11 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
                 tokens,
                 cached,
                 decoding,
+                context,
                 ..
-            } => format!("prefill {tokens} tokens, {cached} cached, beside {decoding}"),
+            } => {
+                format!("prefill {tokens} tokens, {cached} cached, beside {decoding} at {context}")
+            }
         };
         let o = p.observed();
         println!(
@@ -350,9 +353,10 @@ pub fn calibration(c: &crate::bench::calibrate::Calibration) {
             g.ttft_ms[0], g.ttft_ms[1], g.tpot_ms[0], g.tpot_ms[1]
         );
     }
+    let [ascii, symbol, other] = c.tokens.per_class();
     println!(
-        "tokens: {:.2} ASCII characters per token, {:.2} tokens per Hangul character",
-        c.tokens.ascii_chars_per_token, c.tokens.tokens_per_other_char
+        "tokens: {:.2} ASCII letters or spaces per token, {symbol:.2} tokens per digit or punctuation mark, {other:.2} per Hangul character",
+        1.0 / ascii
     );
     println!(
         "prompt reuse: {}",

@@ -109,6 +109,8 @@ async fn calibration_recovers_a_known_cost_model() {
         decode_contexts: vec![16, 1000],
         prompt_tokens: vec![32, 512, 2048, 6000],
         mixed_prompts: vec![100, 400],
+        mixed_decoding: vec![1, 3],
+        mixed_contexts: vec![16, 1000],
         output_tokens: 24,
         rounds: 2,
         max_num_seqs: 64,

@@ -2,7 +2,7 @@
 //! simulator to it. Decode: 1…N parallel sequences with a fixed output length (`ignore_eos`), at
 //! a short and a long context, the time per output token. Prefill: one prompt at a time over prompt lengths, the time to first
 //! token. Grammar: the same short request with and without a JSON schema. Tokens: how the
-//! server counts English and Korean review text. The fit ([`super::fit`]) and its error per
+//! server counts palate's own prompts, by character class. The fit ([`super::fit`]) and its error per
 //! point are reported, and the profile is written for `palate bench serve --profile`.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ use super::fit::{self, Fit, Point};
 use super::probe::Server;
 use super::sweep::{decode_points, mixed_points, prefill_points};
 use crate::metrics::percentile;
-use crate::sim::{EngineConfig, PrefixCacheKind, Profile, TokenRates};
+use crate::sim::{content, EngineConfig, PrefixCacheKind, Profile, TokenRates};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CalibrateSpec {
@@ -28,6 +28,10 @@ pub struct CalibrateSpec {
     pub prompt_tokens: Vec<usize>,
     /// Prompt lengths (words) sent while other sequences decode (the mixed points).
     pub mixed_prompts: Vec<usize>,
+    /// How many sequences decode beside each of those prompts (at most `max_num_seqs` − 1).
+    pub mixed_decoding: Vec<usize>,
+    /// The prompt lengths (words) of those decoding sequences: the context they attend to.
+    pub mixed_contexts: Vec<usize>,
     pub output_tokens: usize,
     pub rounds: usize,
     /// The server's limits, written into the profile: sequences (llama.cpp `--parallel`),
@@ -232,56 +236,90 @@ async fn grammar(
     Ok(out)
 }
 
-/// How the server counts ASCII and other (Hangul) characters, from the usage of review texts
-/// against an empty message.
+/// How the server counts the text palate sends: palate's own requests over the review file
+/// (each sentiment request alone, then a summary and a strengths request), each sent for one
+/// token. The simulator counts the same text by character class ([`content::char_classes`]),
+/// and the rates are the least-squares fit of those counts to the server's.
 async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRates> {
-    let text = std::fs::read_to_string(&spec.reviews_file)
-        .with_context(|| format!("cannot read {}", spec.reviews_file.display()))?;
-    let reviews: Vec<String> = (text.lines())
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["text"].as_str().map(str::to_string))
-        .collect();
-    let hangul = |t: &str| t.chars().filter(|c| !c.is_ascii()).count() * 2 > t.chars().count();
-    let english: String = reviews
-        .iter()
-        .filter(|t| !hangul(t))
-        .take(20)
-        .cloned()
-        .collect();
-    let korean: String = reviews
-        .iter()
-        .filter(|t| hangul(t))
-        .take(20)
-        .cloned()
-        .collect();
-    anyhow::ensure!(
-        !english.is_empty() && !korean.is_empty(),
-        "{} needs English and Korean reviews",
-        spec.reviews_file.display()
-    );
-    let empty = s.chat("", 1, false, None).await?.prompt_tokens;
-    let count = |t: &str| {
-        (
-            t.chars().filter(char::is_ascii).count(),
-            t.chars().filter(|c| !c.is_ascii()).count(),
+    let plans = super::workload::plans(&super::WorkloadSpec {
+        restaurants: 2,
+        reviews_per_restaurant: 12,
+        sentiment_batch: 1,
+        reviews_file: spec.reviews_file.clone(),
+        ..Default::default()
+    })?;
+    let mut rows = Vec::new();
+    for r in plans.iter().flat_map(|p| &p.requests) {
+        let messages = serde_json::to_value(&r.messages)?;
+        let o = s.messages(messages.clone(), 1, false, None).await?;
+        let n = content::char_classes(&content::prompt_text(&messages));
+        rows.push((n.map(|c| c as f64), o.prompt_tokens as f64));
+    }
+    let [ascii, symbol, other] = least_squares(&rows).with_context(|| {
+        format!(
+            "{} needs reviews in English and in Korean to fit the token rates",
+            spec.reviews_file.display()
         )
-    };
-    let e = s
-        .chat(&english, 1, false, None)
-        .await?
-        .prompt_tokens
-        .saturating_sub(empty);
-    let k = s
-        .chat(&korean, 1, false, None)
-        .await?
-        .prompt_tokens
-        .saturating_sub(empty);
-    let (ea, eo) = count(&english);
-    let ascii_chars_per_token = ea as f64 / (e.max(1) as f64 - eo as f64).max(1.0);
-    let (ka, ko) = count(&korean);
-    let other = (k as f64 - ka as f64 / ascii_chars_per_token).max(0.0) / ko.max(1) as f64;
+    })?;
     Ok(TokenRates {
-        ascii_chars_per_token,
-        tokens_per_other_char: other.max(0.05),
+        ascii_chars_per_token: 1.0 / ascii.max(0.01),
+        tokens_per_other_char: other.max(0.01),
+        tokens_per_symbol: Some(symbol.max(0.01)),
     })
+}
+
+/// The `x` that best fits `a · x = b` over `rows` of `(a, b)` (the normal equations, solved by
+/// elimination); `None` where a column never varies apart from the others.
+fn least_squares(rows: &[([f64; 3], f64)]) -> Option<[f64; 3]> {
+    let mut m = [[0.0; 4]; 3];
+    for (a, b) in rows {
+        for i in 0..3 {
+            for j in 0..3 {
+                m[i][j] += a[i] * a[j];
+            }
+            m[i][3] += a[i] * b;
+        }
+    }
+    let scale = (0..3).map(|i| m[i][i]).fold(0.0, f64::max);
+    for c in 0..3 {
+        let p = (c..3).max_by(|&x, &y| m[x][c].abs().total_cmp(&m[y][c].abs()))?;
+        m.swap(c, p);
+        if m[c][c].abs() <= 1e-9 * scale {
+            return None;
+        }
+        let pivot = m[c];
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot[c];
+                for (x, p) in row.iter_mut().zip(pivot).skip(c) {
+                    *x -= f * p;
+                }
+            }
+        }
+    }
+    Some([0, 1, 2].map(|i| m[i][3] / m[i][i]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_squares_recovers_the_rates_and_refuses_a_column_that_never_varies() {
+        let rates = [0.2, 1.1, 0.9];
+        let rows: Vec<([f64; 3], f64)> =
+            [[300.0, 40.0, 0.0], [250.0, 60.0, 80.0], [90.0, 5.0, 200.0]]
+                .iter()
+                .chain(&[[500.0, 10.0, 30.0]])
+                .map(|a| (*a, a.iter().zip(rates).map(|(x, r)| x * r).sum()))
+                .collect();
+        let x = least_squares(&rows).unwrap();
+        for (got, want) in x.iter().zip(rates) {
+            assert!((got - want).abs() < 1e-9, "{x:?}");
+        }
+        // No Korean in any request: the Hangul rate cannot be told.
+        let english: Vec<([f64; 3], f64)> =
+            rows.iter().map(|(a, b)| ([a[0], a[1], 0.0], *b)).collect();
+        assert_eq!(least_squares(&english), None);
+    }
 }

@@ -99,50 +99,59 @@ pub(super) async fn prefill_points(
     Ok(points)
 }
 
-/// For each prompt length, `rounds` times: the prompt sent once every one of `max_num_seqs − 1`
-/// short requests is decoding (their first tokens are in), so that its prefill shares a step
-/// with their decode; the prompt's time to first token.
+/// For each number of decoding requests (up to `max_num_seqs − 1`), each of their prompt
+/// lengths and each prompt length, `rounds` times: the prompt sent once every decoding request
+/// has its first token, so that its prefill shares a step with their decode; the prompt's time
+/// to first token. The decoding requests repeat their prompts from round to round: a server
+/// that keeps prompts computes them once, and what they cost beside the prompt is the context
+/// they attend to, not their own prefill.
 pub(super) async fn mixed_points(
     s: &Server,
     spec: &CalibrateSpec,
     rng: &mut fastrand::Rng,
 ) -> anyhow::Result<Vec<Point>> {
-    let decoding = spec.max_num_seqs.saturating_sub(1).min(3);
     let mut points = Vec::new();
-    if decoding == 0 {
-        return Ok(points);
-    }
-    for &n in &spec.mixed_prompts {
-        let (mut ttfts, mut tokens, mut cached, mut context) = (Vec::new(), 0, 0, 0);
-        for _ in 0..spec.rounds {
-            let (txs, rxs): (Vec<_>, Vec<_>) = (0..decoding)
-                .map(|_| tokio::sync::oneshot::channel())
-                .unzip();
-            let decoders = futures::future::try_join_all(txs.into_iter().map(|tx| {
-                let prompt = json!([{"role": "user", "content": words(16, rng)}]);
-                s.streamed(prompt, 24, true, None, Some(tx))
-            }));
-            let prompt = words(n, rng);
-            let probe = async {
-                for rx in rxs {
-                    let _ = rx.await;
-                }
-                s.chat(&prompt, 1, false, None).await
-            };
-            let (decoded, o) = futures::future::try_join(decoders, probe).await?;
-            ttfts.push(o.ttft_ms);
-            (tokens, cached) = computed(&o);
-            context = decoded.iter().map(|d| d.prompt_tokens).max().unwrap_or(0) + 4;
+    let most = spec.max_num_seqs.saturating_sub(1);
+    for (&decoding, &words_each) in (spec.mixed_decoding.iter())
+        .filter(|&&d| d >= 1 && d <= most)
+        .flat_map(|d| spec.mixed_contexts.iter().map(move |c| (d, c)))
+    {
+        let decoders: Vec<String> = (0..decoding)
+            .map(|_| format!("{} Continue this list of words.", words(words_each, rng)))
+            .collect();
+        for &n in &spec.mixed_prompts {
+            let (mut ttfts, mut tokens, mut cached, mut context) = (Vec::new(), 0, 0, 0);
+            for _ in 0..spec.rounds {
+                let (txs, rxs): (Vec<_>, Vec<_>) = (0..decoding)
+                    .map(|_| tokio::sync::oneshot::channel())
+                    .unzip();
+                let running =
+                    futures::future::try_join_all(decoders.iter().zip(txs).map(|(p, tx)| {
+                        let prompt = json!([{"role": "user", "content": p}]);
+                        s.streamed(prompt, 24, true, None, Some(tx))
+                    }));
+                let prompt = words(n, rng);
+                let probe = async {
+                    for rx in rxs {
+                        let _ = rx.await;
+                    }
+                    s.chat(&prompt, 1, false, None).await
+                };
+                let (decoded, o) = futures::future::try_join(running, probe).await?;
+                ttfts.push(o.ttft_ms);
+                (tokens, cached) = computed(&o);
+                context = decoded.iter().map(|d| d.prompt_tokens).max().unwrap_or(0) + 4;
+            }
+            let ttft_ms = percentile(&ttfts, 50.0).context("no mixed timing came back")?;
+            tracing::info!(tokens, decoding, context, ttft_ms, "mixed");
+            points.push(Point::Mixed {
+                tokens,
+                cached,
+                decoding,
+                context,
+                ttft_ms,
+            });
         }
-        let ttft_ms = percentile(&ttfts, 50.0).context("no mixed timing came back")?;
-        tracing::info!(tokens, decoding, ttft_ms, "mixed");
-        points.push(Point::Mixed {
-            tokens,
-            cached,
-            decoding,
-            context,
-            ttft_ms,
-        });
     }
     Ok(points)
 }

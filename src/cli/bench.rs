@@ -208,10 +208,18 @@ pub struct CalibrateArgs {
     /// Prompt lengths of the prefill sweep (words; the server's count is used).
     #[arg(long, value_delimiter = ',', default_value = "32,128,512,1024,2048")]
     pub prompts: Vec<usize>,
-    /// Prompt lengths (words) each sent while `--max-num-seqs` − 1 (at most 3) short requests
-    /// decode: what a step of several sequences costs (the flag with no value: none).
+    /// Prompt lengths (words) each sent while other requests decode: what a step of several
+    /// sequences costs (the flag with no value: none).
     #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "100,400")]
     pub mixed_prompts: Vec<usize>,
+    /// How many requests decode beside each mixed prompt (those above `--max-num-seqs` − 1
+    /// are left out).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub mixed_decoding: Vec<usize>,
+    /// Prompt lengths (words) of the requests decoding beside a mixed prompt: a job's prompts
+    /// are prefilled beside answers to long prompts as well as to short ones.
+    #[arg(long, value_delimiter = ',', default_value = "16,1000")]
+    pub mixed_contexts: Vec<usize>,
     /// Output tokens of each decode request.
     #[arg(long, default_value_t = 64)]
     pub output_tokens: usize,

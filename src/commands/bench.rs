@@ -279,6 +279,8 @@ pub async fn bench_calibrate(a: &CalibrateArgs) -> anyhow::Result<u8> {
         decode_contexts: a.decode_contexts.clone(),
         prompt_tokens: a.prompts.clone(),
         mixed_prompts: a.mixed_prompts.clone(),
+        mixed_decoding: a.mixed_decoding.clone(),
+        mixed_contexts: a.mixed_contexts.clone(),
         output_tokens: a.output_tokens,
         rounds: a.rounds.max(1),
         max_num_seqs: a.max_num_seqs,

@@ -3,6 +3,8 @@
 //! takes the i-th `enum` value or `anyOf` alternative, which makes "one entry per reference"
 //! schemas come out complete.
 
+use std::fmt::Write as _;
+
 use serde_json::{Map, Value};
 
 use super::profile::TokenRates;
@@ -173,19 +175,50 @@ pub fn pieces_of_length(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// The chat messages as one prompt, each under its role's tag: the text the simulator counts
+/// tokens of (the calibration fits the token rates to the server's counts of this text).
+pub fn prompt_text(messages: &Value) -> String {
+    let mut prompt = String::new();
+    for m in messages.as_array().into_iter().flatten() {
+        let _ = write!(
+            prompt,
+            "<|{}|>\n{}\n",
+            m["role"].as_str().unwrap_or(""),
+            m["content"].as_str().unwrap_or("")
+        );
+    }
+    prompt
+}
+
+/// The characters of `text` by how a tokenizer spends tokens on them: ASCII letters and
+/// whitespace (words, several characters to a token), other ASCII (digits and punctuation,
+/// about one token each: Qwen2.5 splits numbers into digits), and the rest (Hangul).
+pub fn char_classes(text: &str) -> [usize; 3] {
+    let mut n = [0; 3];
+    for c in text.chars() {
+        n[class(c)] += 1;
+    }
+    n
+}
+
+fn class(c: char) -> usize {
+    match c {
+        c if c.is_ascii_alphabetic() || c.is_ascii_whitespace() => 0,
+        c if c.is_ascii() => 1,
+        _ => 2,
+    }
+}
+
 /// Prompt token ids at the served model's average rates: a token ends once its characters add
 /// up to one token. An id hashes the token's characters, so equal text gives equal tokens.
 pub fn prompt_tokens(text: &str, rates: &TokenRates) -> Vec<u32> {
     const SEED: u32 = 0x811c_9dc5;
+    let per = rates.per_class();
     let mut out = Vec::with_capacity(text.len() / 3);
     let (mut acc, mut id) = (0.0f64, SEED);
     for c in text.chars() {
         id = (id ^ c as u32).wrapping_mul(0x0100_0193);
-        acc += if c.is_ascii() {
-            1.0 / rates.ascii_chars_per_token
-        } else {
-            rates.tokens_per_other_char
-        };
+        acc += per[class(c)];
         while acc >= 1.0 {
             out.push(id);
             id = id.wrapping_mul(0x0100_0193) ^ SEED;
@@ -250,7 +283,18 @@ mod tests {
         let qwen = TokenRates {
             ascii_chars_per_token: 4.0,
             tokens_per_other_char: 0.8,
+            tokens_per_symbol: None,
         };
         assert_eq!(prompt_tokens("맛있어요 맛있어요", &qwen).len(), 7);
+        // Without a rate of their own, digits and punctuation count as letters do; with one,
+        // each of "17,000" costs a token.
+        assert_eq!(prompt_tokens("17,000", &qwen).len(), 2);
+        let digits = TokenRates {
+            tokens_per_symbol: Some(1.0),
+            ..qwen
+        };
+        assert_eq!(prompt_tokens("17,000", &digits).len(), 6);
+        assert_eq!(prompt_tokens("good 17,000", &digits).len(), 8);
+        assert_eq!(char_classes("good 17,000 맛"), [6, 6, 1]);
     }
 }

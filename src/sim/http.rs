@@ -3,7 +3,6 @@
 //! hands the sequence to the engine.
 
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -133,7 +132,7 @@ async fn chat(state: &State, req: Request<Incoming>, kill: Arc<Notify>) -> Respo
     if let Some(r) = fault_response(state, fault, &kill).await {
         return r;
     }
-    let prompt = prompt_text(&body);
+    let prompt = content::prompt_text(&body["messages"]);
     let output = answer(state, &body, restaurant.as_deref(), n, fault);
     let kind = body["response_format"]["json_schema"]["name"].as_str();
     let mask_ms = kind
@@ -222,20 +221,6 @@ async fn fault_response(
         }
         _ => None,
     }
-}
-
-/// The chat messages as one prompt, each under its role's tag.
-fn prompt_text(body: &Value) -> String {
-    let mut prompt = String::new();
-    for m in body["messages"].as_array().into_iter().flatten() {
-        let _ = write!(
-            prompt,
-            "<|{}|>\n{}\n",
-            m["role"].as_str().unwrap_or(""),
-            m["content"].as_str().unwrap_or("")
-        );
-    }
-    prompt
 }
 
 /// The answer's tokens: an instance of the requested JSON schema, cut in half for

@@ -32,10 +32,26 @@ pub struct Profile {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRates {
-    /// ASCII characters per token.
+    /// ASCII characters per token: letters and whitespace, and the rest of ASCII too where
+    /// `tokens_per_symbol` is not given.
     pub ascii_chars_per_token: f64,
     /// Tokens per other character (Hangul).
     pub tokens_per_other_char: f64,
+    /// Tokens per ASCII digit or punctuation mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_symbol: Option<f64>,
+}
+
+impl TokenRates {
+    /// Tokens per character of each of [`crate::sim::content::char_classes`]' classes.
+    pub fn per_class(&self) -> [f64; 3] {
+        let ascii = 1.0 / self.ascii_chars_per_token;
+        [
+            ascii,
+            self.tokens_per_symbol.unwrap_or(ascii),
+            self.tokens_per_other_char,
+        ]
+    }
 }
 
 impl Default for TokenRates {
@@ -44,6 +60,7 @@ impl Default for TokenRates {
         Self {
             ascii_chars_per_token: 4.0,
             tokens_per_other_char: 1.5,
+            tokens_per_symbol: None,
         }
     }
 }
@@ -95,7 +112,10 @@ impl Profile {
             "max_num_seqs, max_num_batched_tokens and block_size must be at least 1"
         );
         anyhow::ensure!(
-            self.tokens.ascii_chars_per_token > 0.0 && self.tokens.tokens_per_other_char > 0.0,
+            self.tokens
+                .per_class()
+                .iter()
+                .all(|r| r.is_finite() && *r > 0.0),
             "token rates must be above 0"
         );
         for (kind, o) in &self.outputs {
