@@ -79,6 +79,15 @@ def check_table(k, n):
     return body
 
 
+def tokens(t):
+    """The fitted token rates in words (a profile from before the symbol rate has two)."""
+    s = t.get("tokens_per_symbol")
+    letters = "ASCII letters or spaces" if s else "ASCII characters"
+    return (f"{t['ascii_chars_per_token']:.2f} {letters} per token, "
+            + (f"{s:.2f} tokens per ASCII digit or punctuation mark, " if s else "")
+            + f"{t['tokens_per_other_char']:.2f} tokens per Hangul character")
+
+
 def calibration():
     c, check = load("calibration.json"), load("calibration-check.json")
     if not c:
@@ -89,7 +98,7 @@ def calibration():
         kind, f = next(iter(p.items()))
         cached = f", {f['cached']} cached" if f.get("cached") else ""
         name = (f"decode, {f['parallel']} in parallel (context {f['context']})" if kind == "Decode"
-                else f"prefill of {f['tokens']} tokens{cached}, beside {f['decoding']} decoding" if kind == "Mixed"
+                else f"prefill of {f['tokens']} tokens{cached}, beside {f['decoding']} decoding (context {f['context']})" if kind == "Mixed"
                 else f"prefill of {f['tokens']} tokens{cached}")
         o = f.get("tpot_ms", f.get("ttft_ms"))
         rows.append(f"| {name} | {o:.1f} ms | {pred:.1f} ms | {100 * (pred - o) / o:+.1f} % |")
@@ -101,9 +110,9 @@ The fit's error over these points: mean **{100 * c['fit']['mean_abs_error']:.1f}
 per running sequence + max({m['token_ms']:.3f} ms per token + {m['attention_us']:.4f} µs per
 attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per context token) +
 {m.get('mix_us', 0):.1f} µs per token per sequence in the step beyond the first.
-Tokens: {c['tokens']['ascii_chars_per_token']:.2f} ASCII
-characters per token, {c['tokens']['tokens_per_other_char']:.2f} tokens per Hangul character
-(palate's own estimate: 4 and 1.5). On 2 CPU cores every token of a step costs about the same,
+Tokens, fitted by least squares to the server's counts of palate's own requests over the review
+file (24 sentiment, 2 summary and 2 strengths requests, each sent for one token): {tokens(c['tokens'])}
+(palate's own estimate: 4 ASCII characters per token, 1.5 tokens per Hangul character). On 2 CPU cores every token of a step costs about the same,
 prefill or decode, and a long context makes a step dearer. A prefill point counts only the
 tokens the server computed (its `cached_tokens` taken out): every chat prompt starts with the
 template's system turn, which the slot still holds from the request before.
@@ -112,7 +121,9 @@ reading the weights again for each (`tile = {m['tile']}`, {m.get('row_ms', 0):.2
 outside a whole tile, the tile the fit chose of 0, 2, 4 and 8): 3 decoding sequences cost more
 than 4. """ if m.get('tile', 0) > 1 else "") + ("""With a KV cache per slot it runs a step as micro-batches that take
 as many tokens from each sequence (`split_equal`): a prompt sent while 3 others decode costs a
-step of one token from each, then a step of the rest of the prompt (the mixed points).
+step of one token from each, then a step of the rest of the prompt (the mixed points: a
+prompt sent once 1, 2 or 3 other requests are decoding, their prompts short or about 1,100
+tokens long).
 """ if m.get('split_equal') else "") + """
 The grammar's cost, on one of palate's own requests of each kind, alone, without and with its
 JSON schema (medians):
@@ -125,7 +136,11 @@ JSON schema (medians):
     body += "\n\nPrompt reuse: " + ("llama.cpp's slots: each of the 4 slots keeps the last prompt it ran, and a "
         "request reuses the common prefix of the slot it is given (the idle one holding most of its prompt, "
         "else the least recently used) or of a prompt a slot gave up, which the server keeps in its "
-        "host-memory prompt cache, where vLLM shares one block cache across requests at once; the "
+        "host-memory prompt cache. It saves a slot there only when the new prompt keeps less than half "
+        "of the slot's tokens, or when the slot is idle as another request starts: a restaurant's "
+        "sentiment prompts, each keeping about 80 % of the one before, stay in their busy slot, and "
+        "the next restaurant's first one finds only the system turn. vLLM shares one block cache "
+        "across requests at once. The "
         "simulator does the same with this profile (`prefix_cache = \"slots\"`, `src/sim/slots.rs`)." if reuse == "slots"
         else "a prefix cache every request shares (vLLM's).")
     if check:

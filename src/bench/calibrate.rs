@@ -238,8 +238,13 @@ async fn grammar(
 
 /// How the server counts the text palate sends: palate's own requests over the review file
 /// (each sentiment request alone, then a summary and a strengths request), each sent for one
-/// token. The simulator counts the same text by character class ([`content::char_classes`]),
-/// and the rates are the least-squares fit of those counts to the server's.
+/// token, one after another. The simulator counts the same text by character class
+/// ([`content::char_classes`]), and the rates are the least-squares fit of those counts to the
+/// server's: each request's messages (less the chat template's own tokens, an empty system and
+/// user message), and the part of each that the server computed after the prefix it kept from
+/// the request before (a sentiment request's review, below instructions that stay cached). The
+/// second kind of row keeps the fit from trading the instructions' tokens against the reviews':
+/// the time to first token follows the tokens computed.
 async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRates> {
     let plans = super::workload::plans(&super::WorkloadSpec {
         restaurants: 2,
@@ -248,12 +253,26 @@ async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRa
         reviews_file: spec.reviews_file.clone(),
         ..Default::default()
     })?;
+    let empty = json!([{"role": "system", "content": ""}, {"role": "user", "content": ""}]);
+    let template = s.messages(empty, 1, false, None).await?.prompt_tokens;
     let mut rows = Vec::new();
+    let mut before = String::new();
     for r in plans.iter().flat_map(|p| &p.requests) {
-        let messages = serde_json::to_value(&r.messages)?;
-        let o = s.messages(messages.clone(), 1, false, None).await?;
-        let n = content::char_classes(&content::prompt_text(&messages));
-        rows.push((n.map(|c| c as f64), o.prompt_tokens as f64));
+        let text: String = (r.messages.iter())
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let o = s
+            .messages(serde_json::to_value(&r.messages)?, 1, false, None)
+            .await?;
+        let row =
+            |t: &str, tokens: usize| (content::char_classes(t).map(|c| c as f64), tokens as f64);
+        rows.push(row(&text, o.prompt_tokens.saturating_sub(template)));
+        if !before.is_empty() && o.cached_tokens > 0 && o.cached_tokens < o.prompt_tokens {
+            let kept = common_prefix(&before, &text);
+            rows.push(row(&text[kept..], o.prompt_tokens - o.cached_tokens));
+        }
+        before = text;
     }
     let [ascii, symbol, other] = least_squares(&rows).with_context(|| {
         format!(
@@ -266,6 +285,13 @@ async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRa
         tokens_per_other_char: other.max(0.01),
         tokens_per_symbol: Some(symbol.max(0.01)),
     })
+}
+
+/// Bytes `a` and `b` share at the start, ending on a character boundary.
+fn common_prefix(a: &str, b: &str) -> usize {
+    (a.char_indices().zip(b.chars()))
+        .find(|((_, x), y)| x != y)
+        .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
 /// The `x` that best fits `a · x = b` over `rows` of `(a, b)` (the normal equations, solved by
@@ -321,5 +347,13 @@ mod tests {
         let english: Vec<([f64; 3], f64)> =
             rows.iter().map(|(a, b)| ([a[0], a[1], 0.0], *b)).collect();
         assert_eq!(least_squares(&english), None);
+    }
+
+    #[test]
+    fn the_common_prefix_ends_on_a_character_boundary() {
+        assert_eq!(common_prefix("맛있어요", "맛없어요"), "맛".len());
+        assert_eq!(common_prefix("abc", "abcd"), 3);
+        assert_eq!(common_prefix("abcd", "abc"), 3);
+        assert_eq!(common_prefix("", "abc"), 0);
     }
 }
