@@ -82,8 +82,8 @@ json.dump({"before": b, "after": a, "probe_ms": (b["probe_ms"] + a["probe_ms"]) 
 fi
 [ -f "$OUT/probe-calibration.json" ] || { echo "no $OUT/probe-calibration.json: run with REFIT=1" >&2; exit 1; }
 # 2. REPEATS times: the job against a fresh llama-server (the machine probed before and after),
-#    then against the fitted simulator, raw and slowed by the probes' ratio, each from a copy of
-#    step 1's database (--force analyses its restaurants again).
+#    then against the fitted simulator (with DRIFT=1 also slowed by the probes' ratio), each from
+#    a copy of step 1's database (--force analyses its restaurants again).
 for i in $(seq 1 "$REPEATS"); do
   echo "== repeat $i of $REPEATS: llama-server, then the fitted simulator" >&2
   rm -f "$OUT/calib-llama-$i".db* "$OUT/calib-sim-$i".db* "$OUT/calib-simd-$i".db*

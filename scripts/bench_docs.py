@@ -153,6 +153,16 @@ JSON schema (medians):
                 "restaurant its own (palate names the restaurant in every request's `X-Request-Id`).\n\n" \
                 + check_table(k, n)
         d, p = k.get("drift_adjusted"), k.get("probes")
+        if p and not d:
+            runs = ", ".join(f"{r['before_ms']:.0f} / {r['after_ms']:.0f} ms" for r in p["runs"])
+            body = body.rstrip("\n") + "\n\nThis VM's speed moves by 20–60 % within an hour, and the fit is " \
+                    "minutes to an hour older than each job run. `scripts/bench_probe.py` times one fixed " \
+                    "request on llama-server (a prompt of about 300 tokens with no cached prefix, then 64 " \
+                    "tokens decoded; llama.cpp's own `timings`, median of 3): " \
+                    f"{p['calibration_ms']:.0f} ms around the sweep, before / after each job run: {runs}. " \
+                    "(`DRIFT=1 scripts/bench_calibrate.sh` also runs the simulator slowed by each run's " \
+                    "ratio; one short request follows the machine's speed over a 3-minute job too loosely " \
+                    "for that to help, and the step table below compares the job's own steps instead.)"
         if d and p:
             runs = ", ".join(f"{r['before_ms']:.0f} / {r['after_ms']:.0f} ms (×{r['time_scale']:.3f})"
                              for r in p["runs"])

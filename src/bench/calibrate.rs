@@ -99,10 +99,10 @@ pub async fn calibrate(spec: CalibrateSpec) -> anyhow::Result<Calibration> {
     let n = costs.len().max(1) as f64;
     let grammar_ms = costs.values().map(GrammarCost::compile_ms).sum::<f64>() / n;
     let mask_ms = costs.values().map(GrammarCost::mask_ms).sum::<f64>() / n;
-    let tokens = token_rates(&server, &spec).await?;
     // llama.cpp keeps a prompt per slot, and with a KV cache per slot it runs a step as
     // micro-batches of as many tokens from each sequence.
     let llama_cpp = llama_cpp(&server).await;
+    let tokens = token_rates(&server, &spec, llama_cpp).await?;
     let fit = fit::fit(&points, llama_cpp);
     let mut latency = fit.model;
     latency.grammar_ms = grammar_ms;
@@ -238,14 +238,19 @@ async fn grammar(
 
 /// How the server counts the text palate sends: palate's own requests over the review file
 /// (each sentiment request alone, then a summary and a strengths request), each sent for one
-/// token, one after another. The simulator counts the same text by character class
-/// ([`content::char_classes`]), and the rates are the least-squares fit of those counts to the
-/// server's: each request's messages (less the chat template's own tokens, an empty system and
-/// user message), and the part of each that the server computed after the prefix it kept from
-/// the request before (a sentiment request's review, below instructions that stay cached). The
-/// second kind of row keeps the fit from trading the instructions' tokens against the reviews':
-/// the time to first token follows the tokens computed.
-async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRates> {
+/// token, one after another. The simulator counts each request's text
+/// ([`content::prompt_text`]) by character class ([`content::char_classes`]), and the rates are
+/// the least-squares fit of those counts to the server's, each row by its relative error: every
+/// request's whole prompt, and the part of it the server computed after the longest prefix it
+/// shares with an earlier request (a sentiment request's review, below instructions that stay
+/// cached). The second kind of row keeps the fit from trading the instructions' tokens against
+/// the reviews': the time to first token follows the tokens computed. It needs a server that
+/// reuses prompts to the token (`token_exact`: llama.cpp); vLLM's cache counts whole blocks.
+async fn token_rates(
+    s: &Server,
+    spec: &CalibrateSpec,
+    token_exact: bool,
+) -> anyhow::Result<TokenRates> {
     let plans = super::workload::plans(&super::WorkloadSpec {
         restaurants: 2,
         reviews_per_restaurant: 12,
@@ -253,26 +258,27 @@ async fn token_rates(s: &Server, spec: &CalibrateSpec) -> anyhow::Result<TokenRa
         reviews_file: spec.reviews_file.clone(),
         ..Default::default()
     })?;
-    let empty = json!([{"role": "system", "content": ""}, {"role": "user", "content": ""}]);
-    let template = s.messages(empty, 1, false, None).await?.prompt_tokens;
     let mut rows = Vec::new();
-    let mut before = String::new();
+    let mut earlier: Vec<String> = Vec::new();
     for r in plans.iter().flat_map(|p| &p.requests) {
-        let text: String = (r.messages.iter())
-            .map(|m| m.content.as_str())
-            .collect::<Vec<_>>()
-            .join("\n");
-        let o = s
-            .messages(serde_json::to_value(&r.messages)?, 1, false, None)
-            .await?;
-        let row =
-            |t: &str, tokens: usize| (content::char_classes(t).map(|c| c as f64), tokens as f64);
-        rows.push(row(&text, o.prompt_tokens.saturating_sub(template)));
-        if !before.is_empty() && o.cached_tokens > 0 && o.cached_tokens < o.prompt_tokens {
-            let kept = common_prefix(&before, &text);
-            rows.push(row(&text[kept..], o.prompt_tokens - o.cached_tokens));
+        let messages = serde_json::to_value(&r.messages)?;
+        let text = content::prompt_text(&messages);
+        let o = s.messages(messages, 1, false, None).await?;
+        let row = |t: &str, tokens: usize| {
+            let w = 1.0 / tokens.max(1) as f64;
+            (
+                content::char_classes(t).map(|c| c as f64 * w),
+                tokens as f64 * w,
+            )
+        };
+        rows.push(row(&text, o.prompt_tokens));
+        if token_exact && o.cached_tokens > 0 && o.cached_tokens < o.prompt_tokens {
+            let kept = (earlier.iter()).map(|e| common_prefix(e, &text)).max();
+            if let Some(kept) = kept.filter(|&k| k > 0) {
+                rows.push(row(&text[kept..], o.prompt_tokens - o.cached_tokens));
+            }
         }
-        before = text;
+        earlier.push(text);
     }
     let [ascii, symbol, other] = least_squares(&rows).with_context(|| {
         format!(

@@ -175,8 +175,9 @@ pub fn pieces_of_length(text: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// The chat messages as one prompt, each under its role's tag: the text the simulator counts
-/// tokens of (the calibration fits the token rates to the server's counts of this text).
+/// The chat messages as one prompt, each under its role's tag, then the tag the answer starts
+/// under (a chat template's generation prompt): the text the simulator counts tokens of, and
+/// the calibration fits the token rates to the server's counts of.
 pub fn prompt_text(messages: &Value) -> String {
     let mut prompt = String::new();
     for m in messages.as_array().into_iter().flatten() {
@@ -187,6 +188,7 @@ pub fn prompt_text(messages: &Value) -> String {
             m["content"].as_str().unwrap_or("")
         );
     }
+    prompt.push_str("<|assistant|>\n");
     prompt
 }
 

@@ -14,7 +14,8 @@
 //! to prompt cache"); a saved prompt that another one extends is dropped. In palate's demo job a
 //! restaurant's first sentiment request reuses only the system turn (109 tokens): the other
 //! restaurants' sentiment prompts sit in busy slots, and a slot whose next sentiment prompt keeps
-//! 84 % of it is never saved (llama-server's debug log, `out/bench/llama-server-1.log`).
+//! 84 % of it is not saved as that prompt takes it (llama-server's debug log,
+//! `out/bench/llama-server-1.log`).
 //!
 //! So what a request finds differs from vLLM's shared cache: a prompt still running in another
 //! slot is not there to share (vLLM shares it at once), and the slot a request lands in may hold
@@ -258,7 +259,7 @@ mod tests {
     #[test]
     fn a_slot_that_keeps_most_of_its_tokens_is_not_saved_but_idle_slots_are() {
         // A restaurant's sentiment prompts, one after another in slot 1: each keeps 40 of the
-        // 53 tokens the slot holds (77 %), so none is saved to the cache.
+        // 53 tokens the slot holds (75 %), so none is saved to the cache.
         let mut s = Slots::new(2, 10_000);
         for review in 1..=3 {
             assert_eq!(take(&mut s, &sentiment(review)), 1);
