@@ -110,9 +110,11 @@ The fit's error over these points: mean **{100 * c['fit']['mean_abs_error']:.1f}
 per running sequence + max({m['token_ms']:.3f} ms per token + {m['attention_us']:.4f} µs per
 attention pair, {m['weights_ms']:.2f} ms + {m['kv_token_us']:.4f} µs per context token) +
 {m.get('mix_us', 0):.1f} µs per token per sequence in the step beyond the first.
-Tokens, fitted by least squares to the server's counts of palate's own requests over the review
-file (24 sentiment, 2 summary and 2 strengths requests, each sent for one token): {tokens(c['tokens'])}
-(palate's own estimate: 4 ASCII characters per token, 1.5 tokens per Hangul character). On 2 CPU cores every token of a step costs about the same,
+Tokens, fitted by least squares (relative error) to the server's counts of palate's own
+requests over the review file (24 sentiment, 2 summary and 2 strengths requests, each sent for
+one token), each whole prompt and the part of it the server computed after the prefix it kept
+(a sentiment request's review): {tokens(c['tokens'])} (palate's own estimate: 4 ASCII
+characters per token, 1.5 tokens per Hangul character). On 2 CPU cores every token of a step costs about the same,
 prefill or decode, and a long context makes a step dearer. A prefill point counts only the
 tokens the server computed (its `cached_tokens` taken out): every chat prompt starts with the
 template's system turn, which the slot still holds from the request before.
