@@ -99,19 +99,18 @@ impl Slots {
                 n as f64 / len as f64
             }
         };
-        let restore = update
-            .then(|| {
-                let mut best = (keep(own, held), own, None);
-                for (j, t) in self.saved.iter().enumerate() {
-                    let (n, k) = (lcp(t, prompt), keep(lcp(t, prompt), t.len()));
-                    if k >= RESTORE_KEEP && k > best.0 && n > best.1 {
-                        best = (k, n, Some(j));
-                    }
+        // The slot's own prefix, unless a saved prompt is restored in its place.
+        let mut best = (keep(own, held), own, None);
+        if update {
+            for (j, t) in self.saved.iter().enumerate() {
+                let n = lcp(t, prompt);
+                let k = keep(n, t.len());
+                if k >= RESTORE_KEEP && k > best.0 && n > best.1 {
+                    best = (k, n, Some(j));
                 }
-                best.2
-            })
-            .flatten();
-        let cached = restore.map_or(own, |j| lcp(&self.saved[j], prompt));
+            }
+        }
+        let (_, cached, restore) = best;
         Some(Choice {
             slot,
             cached,
